@@ -1,0 +1,20 @@
+"""Attention engine: prompt -> Analysis (numbers) -> views. Never imports gradio."""
+
+from .analysis import SCHEMA, Analysis, TokenProb
+from .engine import Engine
+from .errors import (
+    AttnError,
+    IntegrityError,
+    ModelUnavailableError,
+    PromptError,
+    UnknownModelError,
+    ViewError,
+)
+from .models import BUNDLED, REGISTRY, LoadedModel
+from .weights import BOS_MODES, View
+
+__all__ = [
+    "SCHEMA", "Analysis", "TokenProb", "Engine", "AttnError", "IntegrityError",
+    "ModelUnavailableError", "PromptError", "UnknownModelError", "ViewError",
+    "BUNDLED", "REGISTRY", "LoadedModel", "BOS_MODES", "View",
+]

@@ -1,0 +1,69 @@
+"""Command line: `python -m attn "PROMPT" [--model NAME] [--layer N] [--head mean|max|N] [--json FILE|-]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import models
+from .engine import Engine
+from .errors import AttnError
+from .figures import layer_kind, visible
+from .weights import View, check_view, head_label, row, strongest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m attn",
+        description="Predict the next token and show which prompt tokens it attended to.",
+    )
+    p.add_argument("prompt", help="the prompt text")
+    p.add_argument("--model", default=models.BUNDLED, choices=list(models.REGISTRY),
+                   help=f"registry model (default: {models.BUNDLED}, bundled and offline)")
+    p.add_argument("--layer", type=int, default=None, help="layer to summarise (default: the model's suggested layer)")
+    p.add_argument("--head", default="mean", help="mean (default), max, or a head index")
+    p.add_argument("--bos", default="gray", choices=["gray", "hide", "exclude"],
+                   help="'exclude' renormalises the weights without <BOS>")
+    p.add_argument("--top", type=int, default=5, help="how many most-attended tokens to list")
+    p.add_argument("--json", metavar="FILE", help="write the analysis as JSON to FILE, or - for stdout")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    engine = Engine(model_names=[args.model])
+    try:
+        analysis = engine.analyze(args.prompt, args.model)
+        layer = analysis_layer(engine, args)
+        view = check_view(analysis, View(layer=layer, head=args.head, bos=args.bos))
+    except AttnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        text = json.dumps(analysis.to_json(), ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+    out = sys.stderr if args.json == "-" else sys.stdout
+    weights = row(analysis, view)
+    print(f"model: {analysis.model} ({analysis.dtype}), {analysis.num_tokens} tokens with <BOS>", file=out)
+    print(f"next token: {analysis.next_token!r}  "
+          f"(p={analysis.top_k[0].prob:.3f}; then "
+          + ", ".join(f"{t.token!r} {t.prob:.3f}" for t in analysis.top_k[1:4]) + ")", file=out)
+    print(f"layer {view.layer}, {layer_kind(analysis, view.layer)}, {head_label(view.head)}: "
+          f"<BOS> gets {weights[0]:.3f}; most attended:", file=out)
+    for pos, w in strongest(weights, args.top):
+        print(f"  {w:6.3f}  #{pos:<4} {visible(analysis.tokens[pos], 40)!r}", file=out)
+    return 0
+
+
+def analysis_layer(engine: Engine, args) -> int:
+    if args.layer is not None:
+        return args.layer
+    return engine.model(args.model).default_layer

@@ -1,0 +1,130 @@
+"""The engine's front door: named models loaded once, analyses cached, errors kept.
+
+The UI and the CLI talk to an Engine; they never touch a model. Loading is lazy and
+happens once per model (a load failure is remembered with its reason, never retried on
+every request, never silently swapped for another model).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable
+
+from . import inference, models
+from .analysis import Analysis
+from .cache import ByteLRU, CacheStats
+from .errors import ModelUnavailableError, PromptError
+from .models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_BYTES = int(os.environ.get("ATTN_CACHE_BYTES", str(256 * 1024 * 1024)))
+
+Loader = Callable[[str, Callable[[str], None]], LoadedModel]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_tokens: int = inference.DEFAULT_MAX_TOKENS,
+        loader: Loader = models.load,
+        model_names: list[str] | None = None,
+    ):
+        self.max_tokens = max_tokens
+        self.cache: ByteLRU[Analysis] = ByteLRU(cache_bytes, size_of=lambda a: a.nbytes)
+        self.model_names = list(model_names or models.REGISTRY)
+        self._loader = loader
+        self._models: dict[str, LoadedModel] = {}
+        self._errors: dict[str, str] = {}
+        self._progress: dict[str, str] = {}
+        self._load_locks = {name: threading.Lock() for name in self.model_names}
+        self._run_locks = {name: threading.Lock() for name in self.model_names}
+        self.forward_calls = 0
+        # Where the forward pass runs; the app swaps in a @spaces.GPU wrapper on ZeroGPU.
+        self.compute: Callable[[str, str], Analysis] = self.compute_uncached
+
+    # ---- models -------------------------------------------------------------------
+    def _check_name(self, name: str) -> None:
+        if name not in self._load_locks:
+            models.get_spec(name)  # raises UnknownModelError with the list of names
+            raise models.UnknownModelError(f"Model {name!r} is not enabled in this demo.")
+
+    def model(self, name: str) -> LoadedModel:
+        """The loaded model, loading it on first use. Raises ModelUnavailableError."""
+        self._check_name(name)
+        if name in self._models:
+            return self._models[name]
+        with self._load_locks[name]:
+            if name in self._models:
+                return self._models[name]
+            if name in self._errors:
+                raise ModelUnavailableError(self._errors[name])
+            try:
+                loaded = self._loader(name, lambda msg: self._note_progress(name, msg))
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, ModelUnavailableError) else (
+                    f"Model {name!r} failed to load: {type(exc).__name__}: {exc}"
+                )
+                log.error("%s", reason)
+                self._errors[name] = reason
+                raise ModelUnavailableError(reason) from exc
+            self._models[name] = loaded
+            return loaded
+
+    def _note_progress(self, name: str, message: str) -> None:
+        self._progress[name] = message
+        log.info("[%s] %s", name, message)
+
+    def preload(self, name: str) -> threading.Thread:
+        """Start loading in the background so the server can answer meanwhile."""
+
+        def run():
+            try:
+                self.model(name)
+            except Exception:  # remembered in self._errors; reported by status()
+                pass
+
+        thread = threading.Thread(target=run, name=f"load-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def status(self, name: str) -> tuple[str, str]:
+        """(state, detail): state is 'ready', 'loading', 'error' or 'not loaded'."""
+        self._check_name(name)
+        if name in self._models:
+            m = self._models[name]
+            return "ready", f"{m.num_layers} layers, {m.num_heads} heads, {m.dtype} on {m.device}"
+        if name in self._errors:
+            return "error", self._errors[name]
+        if self._load_locks[name].locked():
+            return "loading", self._progress.get(name, "Loading")
+        return "not loaded", ""
+
+    def is_ready(self, name: str) -> bool:
+        return name in self._models
+
+    # ---- analysis -----------------------------------------------------------------
+    def compute_uncached(self, model_name: str, prompt: str) -> Analysis:
+        loaded = self.model(model_name)
+        with self._run_locks[model_name]:
+            # One forward pass per model at a time: bounded memory, no thread thrash.
+            self.forward_calls += 1
+            return inference.analyze(loaded, prompt, max_tokens=self.max_tokens)
+
+    def analyze(self, prompt: str, model_name: str) -> Analysis:
+        """Cached analysis. Raises PromptError, UnknownModelError, ModelUnavailableError."""
+        self._check_name(model_name)
+        # Validate cheaply before waiting on a model load or a forward pass.
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError("The prompt is empty: type some text to analyse.")
+        return self.cache.get_or_compute((model_name, prompt), lambda: self.compute(model_name, prompt))
+
+    def cached(self, prompt: str, model_name: str) -> Analysis | None:
+        return self.cache.get((model_name, prompt))
+
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats()

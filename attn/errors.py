@@ -1,0 +1,28 @@
+"""Errors the engine raises on purpose; each carries a message fit to show a user."""
+
+
+class AttnError(Exception):
+    """Base class: anything the UI may show verbatim."""
+
+
+class PromptError(AttnError, ValueError):
+    """The prompt cannot be analysed (empty, too long, no tokens)."""
+
+
+class UnknownModelError(AttnError, KeyError):
+    """A model name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "unknown model"
+
+
+class ModelUnavailableError(AttnError, RuntimeError):
+    """A registered model that cannot be loaded here (no token, offline, broken cache)."""
+
+
+class IntegrityError(AttnError, RuntimeError):
+    """Attention weights that break the softmax/mask invariants: never shown."""
+
+
+class ViewError(AttnError, ValueError):
+    """A view request out of range (layer, head, mode)."""

@@ -1,0 +1,109 @@
+"""The highlighted-token HTML view: the prompt shaded by the attention the predicted
+token pays each of its tokens. Every piece of user text is escaped; nothing a user
+typed can become markup."""
+
+from __future__ import annotations
+
+from html import escape
+
+from .analysis import Analysis
+from .figures import layer_kind
+from .weights import View, check_view, head_label, row
+
+SHADE = (31, 95, 191)  # the line diagram's blue
+
+
+def _attr(text: str) -> str:
+    return escape(text, quote=True)
+
+
+def _token_text(token: str) -> str:
+    """Escaped token text; newlines stay line breaks (white-space: pre-wrap), marked ↵."""
+    out = escape(token, quote=True).replace("\n", "↵\n").replace("\t", "⇥\t")
+    return "".join(ch if ord(ch) >= 32 or ch in "\n\t" else f"\\x{ord(ch):02x}" for ch in out)
+
+
+def token_html(analysis: Analysis, view: View) -> str:
+    """A self-contained HTML fragment (inline styles only, so it survives any page)."""
+    view = check_view(analysis, view)
+    weights = row(analysis, view)
+    body = weights[1:]
+    scale = float(body.max()) if body.size and body.max() > 0 else 1.0
+    parts = []
+    bos_w = float(weights[0])
+    bos_note = {"gray": "", "hide": " (not drawn)", "exclude": " (excluded; others renormalised)"}[view.bos]
+    parts.append(
+        f'<span class="attn-tok attn-bos" data-pos="0" data-weight="{bos_w:.6f}" '
+        f'title="{_attr(f"<BOS> (attention sink), position 0, weight {bos_w:.4f}{bos_note}")}" '
+        'style="border:1px dashed #888;color:#666;background:#eee;border-radius:3px;'
+        f'padding:0 3px;margin-right:4px;font-style:italic">&lt;BOS&gt; {bos_w:.0%}</span>'
+    )
+    for pos in range(1, analysis.num_tokens):
+        w = float(weights[pos])
+        alpha = min(1.0, w / scale) if scale > 0 else 0.0
+        start, stop = analysis.spans[pos]
+        text = analysis.prompt[start:stop] or analysis.tokens[pos]
+        fg = "#fff" if alpha > 0.55 else "#111"
+        tip = f"{analysis.tokens[pos]!r}, position {pos}, weight {w:.4f} ({w:.1%})"
+        parts.append(
+            f'<span class="attn-tok" data-pos="{pos}" data-weight="{w:.6f}" title="{_attr(tip)}" '
+            f'style="background:rgba({SHADE[0]},{SHADE[1]},{SHADE[2]},{alpha:.3f});color:{fg};'
+            f'border-radius:3px">{_token_text(text)}</span>'
+        )
+    parts.append(
+        f'<span class="attn-pred" title="{_attr(f"predicted next token: {analysis.next_token!r}")}" '
+        'style="border:2px solid #0a7d32;background:#e6f4ea;color:#0a7d32;font-weight:bold;'
+        f'border-radius:3px;padding:0 2px;margin-left:2px">{_token_text(analysis.next_token)}</span>'
+    )
+    caption = (
+        f"Layer {view.layer}, {escape(layer_kind(analysis, view.layer))}, {escape(head_label(view.head))}: "
+        f"how much the position predicting <b>{escape(repr(analysis.next_token))}</b> attends to each token. "
+        "Hover a token for its exact weight."
+    )
+    legend = (
+        '<div class="attn-legend" style="display:flex;align-items:center;gap:6px;font-size:12px;color:#555;margin-top:6px">'
+        '<span>0</span><span style="display:inline-block;width:120px;height:10px;'
+        f'background:linear-gradient(to right,rgba({SHADE[0]},{SHADE[1]},{SHADE[2]},0),'
+        f'rgb({SHADE[0]},{SHADE[1]},{SHADE[2]}));border:1px solid #ccc"></span>'
+        f"<span>{scale:.3f} (strongest non-BOS token)</span>"
+        '<span style="margin-left:12px;border:1px dashed #888;background:#eee;padding:0 3px">&lt;BOS&gt;</span>'
+        "<span>attention sink, shown apart</span>"
+        '<span style="margin-left:12px;border:2px solid #0a7d32;background:#e6f4ea;padding:0 3px">next</span>'
+        "<span>predicted token</span></div>"
+    )
+    return (
+        '<div class="attn-html" style="font-family:ui-sans-serif,system-ui,sans-serif">'
+        f'<div style="font-size:13px;color:#333;margin-bottom:6px">{caption}</div>'
+        '<div class="attn-tokens" style="white-space:pre-wrap;line-height:1.9;font-size:16px;'
+        f'max-height:420px;overflow-y:auto;color:#111">{"".join(parts)}</div>{legend}</div>'
+    )
+
+
+def top_k_html(analysis: Analysis, k: int = 10) -> str:
+    """The next-token distribution as a small bar table."""
+    rows = []
+    for t in analysis.top_k[:k]:
+        pct = max(0.0, min(1.0, t.prob))
+        mark = " style=\"font-weight:bold;color:#0a7d32\"" if t.id == analysis.next_token_id else ""
+        rows.append(
+            f"<tr><td{mark}><code>{escape(repr(t.token))}</code></td><td style=\"width:60%\">"
+            f'<div style="background:#1f5fbf;height:10px;width:{pct * 100:.1f}%"></div></td>'
+            f"<td style=\"text-align:right\">{t.prob:.1%}</td></tr>"
+        )
+    return (
+        '<table class="attn-topk" style="width:100%;font-size:13px;border-collapse:collapse">'
+        "<tr><th style=\"text-align:left\">next token</th><th></th><th>prob.</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def continuation_html(analysis: Analysis) -> str:
+    """The prompt followed by the predicted token, marked."""
+    tail = analysis.prompt[-400:]
+    cut = "…" if len(analysis.prompt) > 400 else ""
+    return (
+        '<div class="attn-continuation" style="white-space:pre-wrap;font-size:16px">'
+        f"{cut}{escape(tail)}<mark style=\"background:#e6f4ea;color:#0a7d32;font-weight:bold;"
+        f'border:2px solid #0a7d32;border-radius:3px">{escape(analysis.next_token)}</mark></div>'
+    )
+

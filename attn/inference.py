@@ -1,0 +1,161 @@
+"""Prompt -> Analysis in one forward pass over [BOS] + prompt.
+
+The logits at the last position give the next token; the attention row of that same
+position is what predicted it. (The original lab ran the model twice for this.)
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .analysis import BOS_LABEL, Analysis, TokenProb
+from .errors import IntegrityError, PromptError
+from .models import LoadedModel
+
+DEFAULT_MAX_TOKENS = int(os.environ.get("ATTN_MAX_TOKENS", "2048"))
+FULL_MATRIX_MAX_TOKENS = 128  # the all-pairs view is unreadable beyond this anyway
+MAX_CHARS_PER_TOKEN = 100  # reject absurd inputs before paying for tokenization
+ROW_SUM_TOL = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 2e-2, "float16": 1e-2}
+
+
+def bos_id(tokenizer) -> int:
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise PromptError("This tokenizer has no BOS (or EOS) token to start the sequence with.")
+
+
+def encode(tokenizer, prompt: str, max_tokens: int = DEFAULT_MAX_TOKENS):
+    """Token ids ([BOS] first), display strings and character spans for `prompt`.
+
+    Special-token text typed by a user ("<bos>", "<start_of_turn>") is split like any
+    other text: it must never act as a control token.
+    """
+    if not isinstance(prompt, str):
+        raise PromptError("The prompt must be text.")
+    if not prompt.strip():
+        raise PromptError("The prompt is empty: type some text to analyse.")
+    if len(prompt) > max_tokens * MAX_CHARS_PER_TOKEN:
+        raise PromptError(
+            f"The prompt is too long ({len(prompt):,} characters); the limit is {max_tokens:,} tokens."
+        )
+    enc = tokenizer(
+        prompt,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        split_special_tokens=True,
+    )
+    body = list(enc["input_ids"])
+    if not body:
+        raise PromptError("The prompt produced no tokens: type some text to analyse.")
+    ids = [bos_id(tokenizer)] + body
+    if len(ids) > max_tokens:
+        raise PromptError(
+            f"The prompt is {len(ids):,} tokens long (with <BOS>); the limit is {max_tokens:,} tokens."
+        )
+    return ids, display_tokens(tokenizer, ids), contiguous_spans(enc["offset_mapping"], len(prompt))
+
+
+def contiguous_spans(offsets, length: int) -> list[tuple[int, int]]:
+    """Character spans that tile the prompt exactly: gaps (e.g. trimmed spaces) join the
+    following token, as Gemma's own `▁` convention does. BOS gets the empty span (0, 0)."""
+    spans = [(0, 0)]
+    end = 0
+    for _, stop in offsets:
+        start, end = end, min(max(end, int(stop)), length)
+        spans.append((start, end))
+    if len(spans) > 1:
+        spans[-1] = (spans[-1][0], length)
+    return spans
+
+
+def display_tokens(tokenizer, ids: list[int]) -> list[str]:
+    """What a person should read for each token: the decoded text (`▁` becomes a space);
+    byte-fallback pieces that are not valid text on their own keep their raw name."""
+    texts = tokenizer.batch_decode([[i] for i in ids[1:]], clean_up_tokenization_spaces=False)
+    pieces = tokenizer.convert_ids_to_tokens(ids[1:])
+    shown = [t if t and "\ufffd" not in t else str(p) for t, p in zip(texts, pieces)]
+    return [BOS_LABEL] + shown
+
+
+def decode_one(tokenizer, token_id: int) -> str:
+    text = tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+    return text if text and "\ufffd" not in text else str(tokenizer.convert_ids_to_tokens(token_id))
+
+
+def analyze(
+    loaded: LoadedModel,
+    prompt: str,
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    top_k: int = 10,
+) -> Analysis:
+    """One forward pass; returns CPU numpy only (safe to pickle across processes)."""
+    import torch
+
+    ids, tokens, spans = encode(loaded.tokenizer, prompt, max_tokens)
+    with torch.inference_mode():
+        out = loaded.model(
+            input_ids=torch.tensor([ids], device=loaded.device),
+            output_attentions=True,
+            use_cache=False,
+        )
+        attentions = out.attentions
+        check_integrity(attentions, loaded.layer_types, loaded.sliding_window, loaded.dtype)
+        logits = out.logits[0, -1].float()
+        probs = torch.softmax(logits, dim=-1)
+        top = torch.topk(probs, k=min(top_k, probs.numel()))
+        next_id = int(torch.argmax(logits))
+        last_row = torch.stack([a[0, :, -1, :] for a in attentions]).float().cpu().numpy()
+        full = None
+        if len(ids) <= FULL_MATRIX_MAX_TOKENS:
+            full = torch.stack([a[0] for a in attentions]).to(torch.float16).cpu().numpy()
+    del out, attentions
+    tok = loaded.tokenizer
+    return Analysis(
+        model=loaded.name,
+        model_source=loaded.source,
+        dtype=loaded.dtype,
+        prompt=prompt,
+        tokens=tokens,
+        token_ids=np.asarray(ids, dtype=np.int64),
+        spans=spans,
+        next_token=decode_one(tok, next_id),
+        next_token_id=next_id,
+        top_k=[
+            TokenProb(decode_one(tok, int(i)), int(i), float(p))
+            for p, i in zip(top.values.tolist(), top.indices.tolist())
+        ],
+        layer_types=list(loaded.layer_types),
+        sliding_window=loaded.sliding_window,
+        num_heads=loaded.num_heads,
+        last_row=np.ascontiguousarray(last_row, dtype=np.float32),
+        full=full,
+    )
+
+
+def check_integrity(attentions, layer_types, window, dtype: str) -> None:
+    """Softmax rows sum to 1; nothing attends to the future; local layers see only their
+    window. Any breach means the numbers are not attention weights, so none are shown."""
+    import torch
+
+    if len(attentions) != len(layer_types):
+        raise IntegrityError(
+            f"Expected attention for {len(layer_types)} layers, got {len(attentions)}."
+        )
+    tol = ROW_SUM_TOL.get(dtype, 1e-3)
+    for layer, (att, kind) in enumerate(zip(attentions, layer_types)):
+        a = att[0]
+        if not torch.isfinite(a).all():
+            raise IntegrityError(f"Layer {layer}: attention contains NaN or infinity.")
+        err = float((a.sum(dim=-1, dtype=torch.float32) - 1).abs().max())
+        if err > tol:
+            raise IntegrityError(f"Layer {layer}: attention rows sum to 1 ± {err:.2e} (tolerance {tol}).")
+        if torch.triu(a, diagonal=1).any():
+            raise IntegrityError(f"Layer {layer}: a token attends to a later token (causal mask broken).")
+        if kind == "local" and window and torch.tril(a, diagonal=-window).any():
+            raise IntegrityError(
+                f"Layer {layer}: a local layer attends beyond its {window}-token window."
+            )
