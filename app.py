@@ -1,0 +1,415 @@
+"""Attention explorer: which prompt tokens did the model look at to predict the next one?
+
+`python app.py` serves the demo (port from GRADIO_SERVER_PORT, default 7860). One forward
+pass per prompt is cached by the engine; every control re-renders from that cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from html import escape
+from pathlib import Path
+from urllib.parse import urlencode
+
+import gradio as gr
+import spaces
+
+from attn import BUNDLED, REGISTRY, AttnError, Engine, View
+from attn.cache import ByteLRU
+from attn.figures import layer_heatmap, layer_kind, line_diagram, to_png
+from attn.highlight import continuation_html, token_html, top_k_html
+from attn.weights import BOS_MODE_HELP, check_view, head_label, parse_head, row
+
+log = logging.getLogger("app")
+HERE = Path(__file__).parent
+EXAMPLES = json.loads((HERE / "examples.json").read_text(encoding="utf-8"))
+ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
+HAS_TOKEN = bool(os.environ.get("HF_TOKEN"))
+DEFAULT_MODEL = os.environ.get("ATTN_DEFAULT_MODEL") or ("gemma-3-1b" if HAS_TOKEN else BUNDLED)
+MODEL_NAMES = [m for m in (os.environ.get("ATTN_MODELS") or ",".join(REGISTRY)).split(",") if m in REGISTRY]
+if DEFAULT_MODEL not in MODEL_NAMES:
+    DEFAULT_MODEL = MODEL_NAMES[0]
+
+ENGINE = Engine(model_names=MODEL_NAMES)
+# Rendered PNGs per (model, prompt, view): revisiting a layer costs a dict lookup.
+FIGURES: ByteLRU[bytes] = ByteLRU(int(os.environ.get("ATTN_FIGURE_CACHE_BYTES", 64 << 20)), size_of=len)
+
+
+@spaces.GPU(duration=int(os.environ.get("ATTN_GPU_SECONDS", "30")))
+def gpu_forward(model_name: str, prompt: str):
+    """The only function that needs the accelerator; returns CPU numpy (pickled on ZeroGPU)."""
+    return ENGINE.compute_uncached(model_name, prompt)
+
+
+ENGINE.compute = gpu_forward
+if ON_ZEROGPU:
+    # ZeroGPU wants weights placed on cuda at import time, in the main process.
+    for _name in MODEL_NAMES:
+        try:
+            ENGINE.model(_name)
+        except AttnError as exc:
+            log.error("%s", exc)
+else:
+    ENGINE.preload(DEFAULT_MODEL)
+
+HEAD_CHOICES_BASE = ["Mean over heads", "Max over heads"]
+BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
+
+
+# ---- helpers ---------------------------------------------------------------------------
+def head_choices(num_heads: int) -> list[str]:
+    return HEAD_CHOICES_BASE + [f"Head {i}" for i in range(num_heads)]
+
+
+def head_value(head) -> str:
+    head = parse_head(head)
+    return {"mean": HEAD_CHOICES_BASE[0], "max": HEAD_CHOICES_BASE[1]}.get(head, f"Head {head}")
+
+
+def model_choices() -> list[tuple[str, str]]:
+    return [(REGISTRY[n].label, n) for n in MODEL_NAMES]
+
+
+def model_status_md(name: str) -> str:
+    try:
+        state, detail = ENGINE.status(name)
+    except AttnError as exc:
+        return f"**Error:** {exc}"
+    spec = REGISTRY[name]
+    if state == "ready":
+        return f"**{spec.label}**: ready ({detail})."
+    if state == "error":
+        return f"**{spec.label}**: unavailable. {detail}"
+    if state == "loading":
+        return f"**{spec.label}**: loading ({detail})…"
+    return f"**{spec.label}** loads on first use. {spec.notes}"
+
+
+def png_html(png: bytes, alt: str, cls: str) -> str:
+    b64 = base64.b64encode(png).decode("ascii")
+    return (
+        f'<div class="{cls}" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
+        f'src="data:image/png;base64,{b64}" style="max-width:none;height:auto"></div>'
+    )
+
+
+def share_query(prompt: str, model: str, layer: int, head, bos: str, show_all: bool) -> str:
+    params = {"prompt": prompt, "model": model, "layer": int(layer), "head": parse_head(head)}
+    if bos != "gray":
+        params["bos"] = bos
+    if show_all:
+        params["all"] = 1
+    return "?" + urlencode(params)
+
+
+def wait_for_model(name: str, progress: gr.Progress) -> None:
+    """Show load progress (the bundled model's first-ever start converts for ~1 min)."""
+    while True:
+        state, detail = ENGINE.status(name)
+        if state in ("ready", "error"):
+            return
+        if state == "not loaded":
+            ENGINE.preload(name)
+        progress(None, desc=f"{REGISTRY[name].label}: {detail or 'loading'}")
+        time.sleep(0.3)
+
+
+def get_analysis(prompt: str, model: str, progress: gr.Progress | None = None):
+    if progress is not None and not ENGINE.is_ready(model):
+        wait_for_model(model, progress)
+    return ENGINE.analyze(prompt, model)
+
+
+def figure_png(analysis, view: View) -> bytes:
+    key = (analysis.model, analysis.prompt, "line", view)
+    png = FIGURES.get(key)
+    if png is None:
+        png = to_png(line_diagram(analysis, view))
+        FIGURES.put(key, png)
+    return png
+
+
+def overview_png(analysis, head, bos: str) -> bytes:
+    key = (analysis.model, analysis.prompt, "overview", parse_head(head), bos)
+    png = FIGURES.get(key)
+    if png is None:
+        png = to_png(layer_heatmap(analysis, parse_head(head), bos))
+        FIGURES.put(key, png)
+    return png
+
+
+# ---- event handlers --------------------------------------------------------------------
+def render_view(key: dict | None, layer, head, bos, show_all):
+    """Everything that depends on the view; served from the cached analysis."""
+    if not key:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    try:
+        analysis = get_analysis(key["prompt"], key["model"])
+        view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
+    except AttnError as exc:
+        raise gr.Error(str(exc)) from None
+    kind = layer_kind(analysis, view.layer)
+    weights = row(analysis, view)
+    info = (
+        f"**Layer {view.layer}** of {analysis.num_layers - 1}: **{kind}** attention"
+        + (" (sees only the last tokens)" if kind.startswith("local") else " (sees the whole prompt)")
+        + f" · {head_label(view.head)} · `<BOS>` weight {weights[0]:.2f}"
+    )
+    alt = f"Line diagram: attention at layer {view.layer}, {head_label(view.head)}"
+    return (
+        png_html(figure_png(analysis, view), alt, "attn-figure"),
+        token_html(analysis, view),
+        info,
+        share_query(analysis.prompt, analysis.model, view.layer, view.head, view.bos, view.show_all),
+    )
+
+
+def render_overview(key: dict | None, head, bos):
+    if not key:
+        return gr.skip()
+    try:
+        analysis = get_analysis(key["prompt"], key["model"])
+        return png_html(overview_png(analysis, head, bos), "Heatmap of attention by layer and token", "attn-overview")
+    except AttnError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def run_analysis(prompt: str, model: str, layer, head, progress=gr.Progress()):
+    """Analyse (one forward pass, cached) and size the controls to the model."""
+    try:
+        analysis = get_analysis(prompt, model, progress)
+    except AttnError as exc:
+        raise gr.Error(str(exc)) from None
+    layer = analysis.num_layers - 1 if layer is None else min(max(int(layer), 0), analysis.num_layers - 1)
+    head = parse_head(head) if head is not None else "mean"
+    if isinstance(head, int) and head >= analysis.num_heads:
+        head = "mean"
+    summary = (
+        f"{continuation_html(analysis)}"
+        f'<div style="font-size:12px;color:#666;margin-top:4px">{analysis.num_tokens} tokens with &lt;BOS&gt; · '
+        f"{analysis.model} ({analysis.dtype})</div>"
+    )
+    return (
+        {"model": analysis.model, "prompt": analysis.prompt},
+        summary,
+        top_k_html(analysis),
+        gr.update(maximum=analysis.num_layers - 1, value=layer),
+        gr.update(choices=head_choices(analysis.num_heads), value=head_value(head)),
+        model_status_md(model),
+    )
+
+
+def preset_layer(preset: dict, model: str) -> int:
+    layers = preset.get("layer", {})
+    return int(layers.get(model, REGISTRY[model].default_layer))
+
+
+def on_load(request: gr.Request):
+    """Deep links: ?prompt=...&model=...&layer=...&head=...&bos=...&all=1."""
+    q = dict(request.query_params) if request is not None else {}
+    model = q.get("model") or DEFAULT_MODEL
+    notes = []
+    if model not in MODEL_NAMES:
+        notes.append(f"Unknown model in the link ({model[:40]!r}); using {DEFAULT_MODEL}.")
+        model = DEFAULT_MODEL
+    spec = REGISTRY[model]
+    prompt = q.get("prompt", "")
+    layer = q.get("layer")
+    try:
+        layer = int(layer) if layer is not None else preset_layer(EXAMPLES[0], model)
+    except ValueError:
+        notes.append("The link's layer is not a number; using the suggested layer.")
+        layer = preset_layer(EXAMPLES[0], model)
+    if not 0 <= layer < spec.num_layers:
+        notes.append(f"Layer {layer} is out of range for {spec.label} (0-{spec.num_layers - 1}).")
+        layer = min(max(layer, 0), spec.num_layers - 1)
+    try:
+        head = parse_head(q.get("head", "mean"))
+        if isinstance(head, int) and not 0 <= head < spec.num_heads:
+            raise AttnError(f"Head {head} is out of range (0-{spec.num_heads - 1}).")
+    except AttnError as exc:
+        notes.append(f"{exc} Using the mean over heads.")
+        head = "mean"
+    bos = q.get("bos", "gray")
+    if bos not in BOS_MODE_HELP:
+        notes.append("Unknown BOS mode in the link; using gray.")
+        bos = "gray"
+    show_all = q.get("all", "0") in ("1", "true", "yes")
+    for note in notes:
+        gr.Warning(note)
+    return (
+        prompt or EXAMPLES[0]["prompt"],
+        gr.update(value=model),
+        gr.update(maximum=spec.num_layers - 1, value=layer),
+        gr.update(choices=head_choices(spec.num_heads), value=head_value(head)),
+        bos,
+        show_all,
+        bool(prompt),
+        model_status_md(model),
+    )
+
+
+# ---- API -------------------------------------------------------------------------------
+def api_analyze(prompt: str, model: str = BUNDLED) -> dict:
+    """Analyse a prompt: next token, top-k, and the last position's attention for every
+    layer and head (the JSON schema in the README)."""
+    try:
+        return get_analysis(prompt, model).to_json()
+    except AttnError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def api_view(prompt: str, model: str = BUNDLED, layer: int = 0, head: str = "mean", bos: str = "gray") -> dict:
+    """The weights one view shows (served from the cache when the prompt was analysed)."""
+    try:
+        analysis = get_analysis(prompt, model)
+        view = check_view(analysis, View(layer=layer, head=parse_head(head), bos=bos))
+        weights = row(analysis, view)
+    except AttnError as exc:
+        raise gr.Error(str(exc)) from None
+    return {
+        "model": analysis.model,
+        "layer": view.layer,
+        "layer_type": analysis.layer_types[view.layer],
+        "head": view.head,
+        "bos": view.bos,
+        "tokens": analysis.tokens,
+        "weights": [round(float(w), 6) for w in weights],
+        "next_token": analysis.next_token,
+    }
+
+
+def api_stats() -> dict:
+    """Counters for monitoring (and for tests): forward passes run, cache use."""
+    s = ENGINE.cache_stats()
+    return {
+        "forward_calls": ENGINE.forward_calls,
+        "cache": {"hits": s.hits, "misses": s.misses, "entries": s.entries, "bytes": s.bytes, "max_bytes": s.max_bytes},
+        "models": {n: ENGINE.status(n)[0] for n in MODEL_NAMES},
+    }
+
+
+# ---- layout ----------------------------------------------------------------------------
+CSS = """
+.attn-figure img, .attn-overview img { display: block; }
+#preset-row button { flex: 1 1 0; }
+"""
+
+COPY_JS = """
+(query) => {
+  const url = window.location.origin + window.location.pathname + query;
+  try { navigator.clipboard.writeText(url); } catch (e) {}
+  return url;
+}
+"""
+
+
+def build() -> gr.Blocks:
+    default_spec = REGISTRY[DEFAULT_MODEL]
+    with gr.Blocks(title="Attention explorer") as demo:
+        gr.Markdown(
+            "# What does the model look at?\n"
+            "Type a prompt (or pick a preset). The model predicts the **next token**; the views show, "
+            "layer by layer and head by head, how much attention that prediction paid to each prompt "
+            "token. Thicker lines and darker shading mean more attention. Moving the controls re-draws "
+            "from one cached forward pass: it never runs the model again."
+        )
+        key = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox(label="Prompt", lines=3, max_lines=12, elem_id="prompt",
+                                    placeholder="Jide was hungry so she went looking for")
+                with gr.Row(elem_id="preset-row"):
+                    preset_buttons = [gr.Button(p["name"], size="sm", elem_id=f"preset-{i}")
+                                      for i, p in enumerate(EXAMPLES)]
+                look_for = gr.Markdown("", elem_id="look-for")
+            with gr.Column(scale=2):
+                model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", elem_id="model")
+                status = gr.Markdown(model_status_md(DEFAULT_MODEL), elem_id="model-status")
+                analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
+        with gr.Row():
+            with gr.Column(scale=3):
+                summary = gr.HTML(elem_id="continuation")
+            with gr.Column(scale=2):
+                topk = gr.HTML(elem_id="topk")
+        with gr.Row():
+            layer = gr.Slider(0, default_spec.num_layers - 1, step=1, value=default_spec.default_layer,
+                              label="Layer", elem_id="layer", scale=3)
+            head = gr.Dropdown(head_choices(default_spec.num_heads), value=HEAD_CHOICES_BASE[0],
+                               label="Head (default: mean over heads)", elem_id="head", scale=1)
+            bos = gr.Radio(BOS_CHOICES, value="gray", label="<BOS> (attention sink)", elem_id="bos", scale=2)
+            show_all = gr.Checkbox(label="Show all weights (every position, as in the lab)", value=False,
+                                   elem_id="show-all", scale=1)
+        layer_info = gr.Markdown(elem_id="layer-info")
+        figure = gr.HTML(elem_id="figure")
+        tokens_view = gr.HTML(elem_id="tokens")
+        with gr.Accordion("All layers at once", open=True):
+            overview = gr.HTML(elem_id="overview")
+        with gr.Row():
+            link_query = gr.Textbox(visible=False)
+            copy_btn = gr.Button("Copy link to this view", size="sm", elem_id="copy-link", scale=1)
+            link = gr.Textbox(label="Link", interactive=False, elem_id="link", scale=4, buttons=["copy"])
+        autorun = gr.State(False)
+
+        view_inputs = [key, layer, head, bos, show_all]
+        view_outputs = [figure, tokens_view, layer_info, link_query]
+        analysis_outputs = [key, summary, topk, layer, head, status]
+
+        def analyse_then_render(event):
+            return (
+                event.then(render_view, view_inputs, view_outputs, api_visibility="private", queue=False)
+                .then(render_overview, [key, head, bos], [overview], api_visibility="private", queue=False)
+            )
+
+        analyse_then_render(
+            gr.on([analyze_btn.click, prompt.submit], run_analysis, [prompt, model, layer, head],
+                  analysis_outputs, api_visibility="private", concurrency_limit=2)
+        )
+        for i, button in enumerate(preset_buttons):
+            def fill(model_name, _i=i):
+                p = EXAMPLES[_i]
+                return p["prompt"], preset_layer(p, model_name), f"**What to look for:** {p['look_for']}"
+
+            analyse_then_render(
+                button.click(fill, [model], [prompt, layer, look_for], api_visibility="private", queue=False)
+                .then(run_analysis, [prompt, model, layer, head], analysis_outputs,
+                      api_visibility="private", concurrency_limit=2)
+            )
+        gr.on([layer.change, show_all.change], render_view, view_inputs, view_outputs,
+              api_visibility="private", queue=False, show_progress="hidden")
+        gr.on([head.change, bos.change], render_view, view_inputs, view_outputs,
+              api_visibility="private", queue=False, show_progress="hidden").then(
+            render_overview, [key, head, bos], [overview], api_visibility="private", queue=False,
+            show_progress="hidden")
+        model.change(model_status_md, [model], [status], api_visibility="private", queue=False)
+        copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
+
+        load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, autorun, status],
+                         api_visibility="private", queue=False)
+
+        def maybe_analyse(run, prompt_text, model_name, layer_value, head_value_):
+            if not run:
+                return (gr.skip(),) * len(analysis_outputs)
+            return run_analysis(prompt_text, model_name, layer_value, head_value_)
+
+        analyse_then_render(
+            load.then(maybe_analyse, [autorun, prompt, model, layer, head], analysis_outputs,
+                      api_visibility="private", concurrency_limit=2)
+        )
+
+        gr.api(api_analyze, api_name="analyze", concurrency_limit=2)
+        gr.api(api_view, api_name="view", concurrency_limit=4)
+        gr.api(api_stats, api_name="stats", queue=False)
+    return demo
+
+
+demo = build()
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    demo.queue(max_size=int(os.environ.get("ATTN_QUEUE_SIZE", "64")), default_concurrency_limit=2)
+    demo.launch(share=False, css=CSS, ssr_mode=False, footer_links=["api"])
