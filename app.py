@@ -19,8 +19,9 @@ import gradio as gr
 import spaces
 
 from attn import BUNDLED, REGISTRY, AttnError, Engine, View
-from attn.cache import ByteLRU
-from attn.figures import layer_heatmap, layer_kind, line_diagram, to_png
+from attn.figures import layer_kind
+from attn.heatmap import heatmap_html
+from attn.render import FigureCache
 from attn.highlight import continuation_html, token_html, top_k_html
 from attn.weights import BOS_MODE_HELP, check_view, head_label, parse_head, row
 
@@ -35,8 +36,8 @@ if DEFAULT_MODEL not in MODEL_NAMES:
     DEFAULT_MODEL = MODEL_NAMES[0]
 
 ENGINE = Engine(model_names=MODEL_NAMES)
-# Rendered PNGs per (model, prompt, view): revisiting a layer costs a dict lookup.
-FIGURES: ByteLRU[bytes] = ByteLRU(int(os.environ.get("ATTN_FIGURE_CACHE_BYTES", 64 << 20)), size_of=len)
+FIGURES = FigureCache(int(os.environ.get("ATTN_FIGURE_CACHE_BYTES", 64 << 20)),
+                      prefetch=os.environ.get("ATTN_PREFETCH", "1") != "0")
 
 
 @spaces.GPU(duration=int(os.environ.get("ATTN_GPU_SECONDS", "30")))
@@ -89,11 +90,12 @@ def model_status_md(name: str) -> str:
     return f"**{spec.label}** loads on first use. {spec.notes}"
 
 
-def png_html(png: bytes, alt: str, cls: str) -> str:
-    b64 = base64.b64encode(png).decode("ascii")
+def svg_html(svg: bytes, alt: str, cls: str) -> str:
+    """The figure as an <img>: an SVG image can run no script, whatever its labels say."""
+    b64 = base64.b64encode(svg).decode("ascii")
     return (
         f'<div class="{cls}" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
-        f'src="data:image/png;base64,{b64}" style="max-width:none;height:auto"></div>'
+        f'src="data:image/svg+xml;base64,{b64}" style="max-width:none;height:auto"></div>'
     )
 
 
@@ -124,29 +126,11 @@ def get_analysis(prompt: str, model: str, progress: gr.Progress | None = None):
     return ENGINE.analyze(prompt, model)
 
 
-def figure_png(analysis, view: View) -> bytes:
-    key = (analysis.model, analysis.prompt, "line", view)
-    png = FIGURES.get(key)
-    if png is None:
-        png = to_png(line_diagram(analysis, view))
-        FIGURES.put(key, png)
-    return png
-
-
-def overview_png(analysis, head, bos: str) -> bytes:
-    key = (analysis.model, analysis.prompt, "overview", parse_head(head), bos)
-    png = FIGURES.get(key)
-    if png is None:
-        png = to_png(layer_heatmap(analysis, parse_head(head), bos))
-        FIGURES.put(key, png)
-    return png
-
-
 # ---- event handlers --------------------------------------------------------------------
 def render_view(key: dict | None, layer, head, bos, show_all):
     """Everything that depends on the view; served from the cached analysis."""
     if not key:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (gr.skip(),) * 5
     try:
         analysis = get_analysis(key["prompt"], key["model"])
         view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
@@ -161,21 +145,12 @@ def render_view(key: dict | None, layer, head, bos, show_all):
     )
     alt = f"Line diagram: attention at layer {view.layer}, {head_label(view.head)}"
     return (
-        png_html(figure_png(analysis, view), alt, "attn-figure"),
+        svg_html(FIGURES.line_svg(analysis, view), alt, "attn-figure"),
         token_html(analysis, view),
+        heatmap_html(analysis, view.head, view.bos, current_layer=view.layer),
         info,
         share_query(analysis.prompt, analysis.model, view.layer, view.head, view.bos, view.show_all),
     )
-
-
-def render_overview(key: dict | None, head, bos):
-    if not key:
-        return gr.skip()
-    try:
-        analysis = get_analysis(key["prompt"], key["model"])
-        return png_html(overview_png(analysis, head, bos), "Heatmap of attention by layer and token", "attn-overview")
-    except AttnError as exc:
-        raise gr.Error(str(exc)) from None
 
 
 def run_analysis(prompt: str, model: str, layer, head, progress=gr.Progress()):
@@ -295,7 +270,7 @@ def api_stats() -> dict:
 
 # ---- layout ----------------------------------------------------------------------------
 CSS = """
-.attn-figure img, .attn-overview img { display: block; }
+.attn-figure img { display: block; }
 #preset-row button { flex: 1 1 0; }
 """
 
@@ -356,14 +331,11 @@ def build() -> gr.Blocks:
         autorun = gr.State(False)
 
         view_inputs = [key, layer, head, bos, show_all]
-        view_outputs = [figure, tokens_view, layer_info, link_query]
+        view_outputs = [figure, tokens_view, overview, layer_info, link_query]
         analysis_outputs = [key, summary, topk, layer, head, status]
 
         def analyse_then_render(event):
-            return (
-                event.then(render_view, view_inputs, view_outputs, api_visibility="private", queue=False)
-                .then(render_overview, [key, head, bos], [overview], api_visibility="private", queue=False)
-            )
+            return event.then(render_view, view_inputs, view_outputs, api_visibility="private", queue=False)
 
         analyse_then_render(
             gr.on([analyze_btn.click, prompt.submit], run_analysis, [prompt, model, layer, head],
@@ -379,12 +351,8 @@ def build() -> gr.Blocks:
                 .then(run_analysis, [prompt, model, layer, head], analysis_outputs,
                       api_visibility="private", concurrency_limit=2)
             )
-        gr.on([layer.change, show_all.change], render_view, view_inputs, view_outputs,
-              api_visibility="private", queue=False, show_progress="hidden")
-        gr.on([head.change, bos.change], render_view, view_inputs, view_outputs,
-              api_visibility="private", queue=False, show_progress="hidden").then(
-            render_overview, [key, head, bos], [overview], api_visibility="private", queue=False,
-            show_progress="hidden")
+        gr.on([layer.change, head.change, bos.change, show_all.change], render_view, view_inputs,
+              view_outputs, api_visibility="private", queue=False, show_progress="hidden")
         model.change(model_status_md, [model], [status], api_visibility="private", queue=False)
         copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
 

@@ -119,7 +119,9 @@ class Engine:
         """Cached analysis. Raises PromptError, UnknownModelError, ModelUnavailableError."""
         self._check_name(model_name)
         # Validate cheaply before waiting on a model load or a forward pass.
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str):
+            raise PromptError("The prompt must be text.")
+        if not prompt.strip():
             raise PromptError("The prompt is empty: type some text to analyse.")
         return self.cache.get_or_compute((model_name, prompt), lambda: self.compute(model_name, prompt))
 

@@ -1,4 +1,4 @@
-"""Matplotlib views: the lab's line diagram, and an all-layers heatmap.
+"""The lab's line diagram, in matplotlib.
 
 The line diagram keeps the lab's look (Output row over Input row, one blue line per
 weight, width proportional to weight, BOS lines gray) but scales: beyond `max_columns`
@@ -13,13 +13,13 @@ import io
 import logging
 import warnings
 
+import matplotlib
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from .analysis import Analysis
-from .weights import View, check_view, head_label, matrix, overview, row
+from .weights import View, check_view, head_label, matrix, row
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
@@ -164,58 +164,20 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 30) -> Fi
     return fig
 
 
-def layer_heatmap(
-    analysis: Analysis, head: str | int = "mean", bos: str = "gray", current_layer: int | None = None,
-    *, max_labels: int = 48,
-) -> Figure:
-    """Layers x tokens: where the predicting position looks at every depth at once.
-
-    Colour is scaled without BOS (its weight would wash out every other cell); the BOS
-    column is drawn in gray with its own values so the attention sink stays visible.
-    """
-    data = overview(analysis, head, bos)
-    n_layers, n = data.shape
-    fig = Figure(figsize=(float(np.clip(0.28 * n + 2.5, 7.0, 22.0)), 0.28 * n_layers + 2.2), dpi=100)
-    ax = fig.add_axes((0.14, 0.22, 0.78, 0.68))
-    body = data.copy()
-    body[:, 0] = np.nan
-    vmax = float(np.nanmax(body)) if n > 1 and np.isfinite(body).any() else 1.0
-    im = ax.imshow(body, aspect="auto", cmap="Blues", vmin=0.0, vmax=max(vmax, 1e-6),
-                   interpolation="nearest")
-    if bos != "exclude":
-        ax.imshow(np.ma.masked_array(data, mask=np.arange(n)[None, :].repeat(n_layers, 0) != 0),
-                  aspect="auto", cmap="Greys", vmin=0.0, vmax=1.6, interpolation="nearest")
-    cbar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
-    cbar.set_label("attention (BOS column: gray scale)" if bos != "exclude" else "attention", fontsize=9)
-
-    ax.set_yticks(range(n_layers))
-    ax.set_yticklabels([f"{i} {'G' if t == 'global' else 'L'}" for i, t in enumerate(analysis.layer_types)],
-                       fontsize=8)
-    for tick, kind in zip(ax.get_yticklabels(), analysis.layer_types):
-        if kind == "global":
-            tick.set_fontweight("bold")
-            tick.set_color("#b3261e")
-    if n <= max_labels:
-        ticks = list(range(n))
-    else:
-        strength = data[:, 1:].mean(axis=0)
-        ticks = sorted({0, n - 1, *[int(i) + 1 for i in np.argsort(-strength)[: max_labels - 2]]})
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([visible(analysis.tokens[i], 10) for i in ticks], rotation=70, ha="right", fontsize=8)
-    for label in ax.get_xticklabels():
-        label.set_parse_math(False)
-    for label in ax.get_yticklabels():
-        label.set_parse_math(False)
-    if current_layer is not None and 0 <= current_layer < n_layers:
-        ax.add_patch(Rectangle((-0.5, current_layer - 0.5), n, 1, fill=False, ec="#e8710a", lw=2))
-    ax.set_ylabel("layer (G = global, L = local)", fontsize=9)
-    note = "" if n <= max_labels else f" (labels on {len(ticks)} of {n} tokens)"
-    ax.set_title(f"Attention of the predicting position, every layer, {head_label(head)}{note}", fontsize=11)
-    return fig
+def to_svg(fig: Figure) -> bytes:
+    """SVG with real <text> (not glyph paths): about 4x faster than PNG here, crisp at any
+    zoom, and the browser's fonts cover emoji and CJK that matplotlib's fonts lack.
+    Text is XML-escaped by matplotlib's SVG writer."""
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "attn"}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fig.savefig(buf, format="svg")
+    return buf.getvalue()
 
 
 def to_png(fig: Figure, dpi: int = 100) -> bytes:
-    """Render with the Agg canvas; missing-glyph warnings (emoji, CJK) are not errors."""
+    """Raster export (README pictures, downloads); missing glyphs are not errors."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)

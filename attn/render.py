@@ -1,0 +1,80 @@
+"""Rendered line diagrams, cached, with the neighbouring layers drawn ahead of time.
+
+A matplotlib figure costs tens of milliseconds; a slider move should cost a lookup. After
+a view is shown, one background worker draws the same view at every other layer, newest
+request first, abandoning work for a view nobody is looking at any more.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+
+from .analysis import Analysis
+from .cache import ByteLRU
+from .figures import line_diagram, to_svg
+from .weights import View, check_view
+
+log = logging.getLogger(__name__)
+
+
+class FigureCache:
+    def __init__(self, max_bytes: int = 64 << 20, prefetch: bool = True):
+        self.cache: ByteLRU[bytes] = ByteLRU(max_bytes, size_of=len)
+        self.prefetch_enabled = prefetch
+        self._pending: tuple[Analysis, View] | None = None
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self.rendered = 0  # figures actually drawn (foreground and background)
+
+    @staticmethod
+    def _key(analysis: Analysis, view: View):
+        return (analysis.model, analysis.prompt, view)
+
+    def _draw(self, analysis: Analysis, view: View) -> bytes:
+        svg = to_svg(line_diagram(analysis, view))
+        self.rendered += 1
+        self.cache.put(self._key(analysis, view), svg)
+        return svg
+
+    def line_svg(self, analysis: Analysis, view: View) -> bytes:
+        view = check_view(analysis, view)
+        svg = self.cache.get(self._key(analysis, view))
+        if svg is None:
+            svg = self._draw(analysis, view)
+        if self.prefetch_enabled:
+            self._schedule(analysis, view)
+        return svg
+
+    def _schedule(self, analysis: Analysis, view: View) -> None:
+        with self._lock:
+            self._pending = (analysis, view)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="figure-prefetch", daemon=True)
+                self._worker.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                job, self._pending = self._pending, None
+                self._wake.clear()
+            if job is None:
+                continue
+            analysis, view = job
+            # Nearest layers first: the slider usually moves by one.
+            order = sorted(range(analysis.num_layers), key=lambda layer: abs(layer - view.layer))
+            for layer in order:
+                if self._wake.is_set():
+                    break  # a newer view was requested; serve that one instead
+                other = replace(view, layer=layer)
+                if self._key(analysis, other) in self.cache:
+                    continue
+                try:
+                    self._draw(analysis, other)
+                except Exception:  # a background nicety must never take the server down
+                    log.exception("prefetch of layer %d failed", layer)
+                    break
