@@ -95,7 +95,7 @@ def svg_html(svg: bytes, alt: str, cls: str) -> str:
     b64 = base64.b64encode(svg).decode("ascii")
     return (
         f'<div class="{cls}" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
-        f'src="data:image/svg+xml;base64,{b64}" style="max-width:none;height:auto"></div>'
+        f'src="data:image/svg+xml;base64,{b64}" style="max-width:100%;height:auto"></div>'
     )
 
 

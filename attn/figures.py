@@ -87,7 +87,7 @@ def _layout(cols: list[int]) -> tuple[list[float], list[tuple[float, int]]]:
     return xs, gaps
 
 
-def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 30) -> Figure:
+def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Figure:
     """The lab's figure for one layer and head mode."""
     view = check_view(analysis, view)
     weights = row(analysis, view)
@@ -105,9 +105,10 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 30) -> Fi
             f"({share:.0%} of this row's weight). ⋯ marks hidden tokens."
         )
 
-    width = float(np.clip(0.75 * (xs[-1] + 1), 6.0, 22.0))
+    width = float(np.clip(0.62 * (xs[-1] + 1) + 1.0, 6.0, 16.0))
     fig = Figure(figsize=(width, 3.6 + 0.25 * len(notes)), dpi=100)
-    ax = fig.add_axes((0.07, 0.12 + 0.05 * len(notes), 0.92, 0.66))
+    left = 0.95 / width  # room for the row titles, whatever the width
+    ax = fig.add_axes((left, 0.12 + 0.05 * len(notes), 0.99 - left, 0.66))
     ax.set_xlim(-0.7, xs[-1] + 0.7)
     ax.set_ylim(-0.25, 1.25)
     ax.axis("off")
