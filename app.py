@@ -19,6 +19,7 @@ import gradio as gr
 import spaces
 
 from attn import BUNDLED, REGISTRY, AttnError, Engine, View
+from attn.errors import echo
 from attn.figures import layer_kind
 from attn.heatmap import heatmap_html
 from attn.render import FigureCache
@@ -189,7 +190,7 @@ def on_load(request: gr.Request):
     model = q.get("model") or DEFAULT_MODEL
     notes = []
     if model not in MODEL_NAMES:
-        notes.append(f"Unknown model in the link ({model[:40]!r}); using {DEFAULT_MODEL}.")
+        notes.append(f"Unknown model in the link ({echo(model)}); using {DEFAULT_MODEL}.")
         model = DEFAULT_MODEL
     spec = REGISTRY[model]
     prompt = q.get("prompt", "")

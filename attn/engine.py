@@ -15,7 +15,7 @@ from typing import Callable
 from . import inference, models
 from .analysis import Analysis
 from .cache import ByteLRU, CacheStats
-from .errors import ModelUnavailableError, PromptError
+from .errors import ModelUnavailableError, PromptError, echo
 from .models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Engine:
     def _check_name(self, name: str) -> None:
         if name not in self._load_locks:
             models.get_spec(name)  # raises UnknownModelError with the list of names
-            raise models.UnknownModelError(f"Model {name!r} is not enabled in this demo.")
+            raise models.UnknownModelError(f"Model {echo(name)} is not enabled in this demo.")
 
     def model(self, name: str) -> LoadedModel:
         """The loaded model, loading it on first use. Raises ModelUnavailableError."""

@@ -26,3 +26,9 @@ class IntegrityError(AttnError, RuntimeError):
 
 class ViewError(AttnError, ValueError):
     """A view request out of range (layer, head, mode)."""
+
+
+def echo(value, limit: int = 40) -> str:
+    """User input quoted in a message, reduced to characters that cannot form markup."""
+    text = "".join(ch for ch in str(value) if ch.isalnum() or ch in " ._-")
+    return repr(text[:limit] + ("…" if len(text) > limit else ""))

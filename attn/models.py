@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ModelUnavailableError, UnknownModelError
+from .errors import ModelUnavailableError, UnknownModelError, echo
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def get_spec(name: str) -> ModelSpec:
         return REGISTRY[name]
     except (KeyError, TypeError):
         known = ", ".join(REGISTRY)
-        raise UnknownModelError(f"Unknown model {name!r}. Choose one of: {known}.") from None
+        raise UnknownModelError(f"Unknown model {echo(name)}. Choose one of: {known}.") from None
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .analysis import Analysis
-from .errors import ViewError
+from .errors import ViewError, echo
 
 HEAD_MODES = ("mean", "max")
 BOS_MODES = ("gray", "hide", "exclude")
@@ -43,7 +43,7 @@ def parse_head(value) -> str | int:
     text = text.removeprefix("head").strip()
     if text.lstrip("-").isdigit():
         return int(text)
-    raise ViewError(f"Head must be 'mean', 'max' or a head number, not {str(value)[:40]!r}.")
+    raise ViewError(f"Head must be 'mean', 'max' or a head number, not {echo(value)}.")
 
 
 def head_label(head: str | int) -> str:
@@ -55,7 +55,7 @@ def check_view(analysis: Analysis, view: View) -> View:
     try:
         layer = int(view.layer)
     except (TypeError, ValueError):
-        raise ViewError(f"Layer must be a whole number, not {str(view.layer)[:40]!r}.") from None
+        raise ViewError(f"Layer must be a whole number, not {echo(view.layer)}.") from None
     if not 0 <= layer < analysis.num_layers:
         raise ViewError(f"Layer {layer} is out of range: this model has layers 0-{analysis.num_layers - 1}.")
     head = parse_head(view.head)
