@@ -278,7 +278,7 @@ CSS = """
 COPY_JS = """
 (query) => {
   const url = window.location.origin + window.location.pathname + query;
-  try { navigator.clipboard.writeText(url); } catch (e) {}
+  try { navigator.clipboard.writeText(url).catch(() => {}); } catch (e) {}
   return url;
 }
 """
@@ -357,8 +357,9 @@ def build() -> gr.Blocks:
         model.change(model_status_md, [model], [status], api_visibility="private", queue=False)
         copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
 
+        # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
         load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, autorun, status],
-                         api_visibility="private", queue=False)
+                         api_visibility="private")
 
         def maybe_analyse(run, prompt_text, model_name, layer_value, head_value_):
             if not run:

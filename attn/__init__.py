@@ -3,6 +3,7 @@
 from .analysis import SCHEMA, Analysis, TokenProb
 from .engine import Engine
 from .errors import (
+    AnalysisFailedError,
     AttnError,
     IntegrityError,
     ModelUnavailableError,
@@ -14,7 +15,7 @@ from .models import BUNDLED, REGISTRY, LoadedModel
 from .weights import BOS_MODES, View
 
 __all__ = [
-    "SCHEMA", "Analysis", "TokenProb", "Engine", "AttnError", "IntegrityError",
+    "SCHEMA", "Analysis", "TokenProb", "Engine", "AnalysisFailedError", "AttnError", "IntegrityError",
     "ModelUnavailableError", "PromptError", "UnknownModelError", "ViewError",
     "BUNDLED", "REGISTRY", "LoadedModel", "BOS_MODES", "View",
 ]

@@ -15,7 +15,7 @@ from typing import Callable
 from . import inference, models
 from .analysis import Analysis
 from .cache import ByteLRU, CacheStats
-from .errors import ModelUnavailableError, PromptError, echo
+from .errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, echo
 from .models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,16 @@ class Engine:
         with self._run_locks[model_name]:
             # One forward pass per model at a time: bounded memory, no thread thrash.
             self.forward_calls += 1
-            return inference.analyze(loaded, prompt, max_tokens=self.max_tokens)
+            try:
+                return inference.analyze(loaded, prompt, max_tokens=self.max_tokens)
+            except AttnError:
+                raise
+            except Exception as exc:
+                log.exception("analysis failed on %s", model_name)
+                raise AnalysisFailedError(
+                    f"The model failed on this prompt ({type(exc).__name__}); nothing was cached. "
+                    "Try again, or try another prompt."
+                ) from exc
 
     def analyze(self, prompt: str, model_name: str) -> Analysis:
         """Cached analysis. Raises PromptError, UnknownModelError, ModelUnavailableError."""

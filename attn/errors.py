@@ -24,6 +24,10 @@ class IntegrityError(AttnError, RuntimeError):
     """Attention weights that break the softmax/mask invariants: never shown."""
 
 
+class AnalysisFailedError(AttnError, RuntimeError):
+    """The model raised while analysing a prompt; the server keeps serving."""
+
+
 class ViewError(AttnError, ValueError):
     """A view request out of range (layer, head, mode)."""
 

@@ -105,7 +105,12 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
             f"({share:.0%} of this row's weight). ⋯ marks hidden tokens."
         )
 
-    width = float(np.clip(0.62 * (xs[-1] + 1) + 1.0, 6.0, 16.0))
+    title = (
+        f"Attention Weights for Layer {view.layer} · {layer_kind(analysis, view.layer)} · "
+        f"{head_label(view.head)}"
+    )
+    # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
+    width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, 16.0))
     fig = Figure(figsize=(width, 3.6 + 0.25 * len(notes)), dpi=100)
     left = 0.95 / width  # room for the row titles, whatever the width
     ax = fig.add_axes((left, 0.12 + 0.05 * len(notes), 0.99 - left, 0.66))
@@ -156,8 +161,7 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
     fig.text(0.005, 0.12 + 0.05 * len(notes) + 0.66 * (0.25 - 0.07) / 1.5, "Input:",
              fontsize=12, fontweight="bold", va="top")
     fig.suptitle(
-        f"Attention Weights for Layer {view.layer} · {layer_kind(analysis, view.layer)} · "
-        f"{head_label(view.head)}\n{analysis.model} predicts {visible(analysis.next_token, 24)!r}",
+        f"{title}\n{analysis.model} predicts {visible(analysis.next_token, 24)!r}",
         fontsize=12, y=0.98,
     )
     for k, note in enumerate(notes):

@@ -94,7 +94,7 @@ def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray, current_la
             f'background:rgb({rgb[layer, j, 0]},{rgb[layer, j, 1]},{rgb[layer, j, 2]})"></i>'
             for j in range(n)
         )
-        rows.append(f'<div style="white-space:nowrap;height:{ROW_PX}px;font-size:0;{outline}">{cells}</div>')
+        rows.append(f'<div style="white-space:nowrap;width:max-content;height:{ROW_PX}px;font-size:0;{outline}">{cells}</div>')
     ticks = "".join(
         f'<span style="display:inline-block;width:{cell_w}px;height:90px;position:relative">'
         f'<span style="position:absolute;left:{cell_w // 2}px;top:2px;transform:rotate(60deg);'

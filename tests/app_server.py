@@ -1,0 +1,206 @@
+"""Run the real Gradio app (app.py) as a subprocess, once per pytest session.
+
+Used by tests/test_app_api.py and tests/test_browser.py (no conftest needed: both
+modules import this module, and `shared_app()` hands every caller the same running
+server; the last `release()` stops it, and an atexit hook stops it at the latest when
+the interpreter exits).
+
+The child gets a free port on 127.0.0.1, the caller's ATTN_CACHE_DIR (default
+~/.cache/attn-demo), no HF_TOKEN (so the default model is the bundled Gemma 3 270M),
+the real model list (ATTN_MODELS / ATTN_DEFAULT_MODEL removed), and no analytics.
+Its output goes to a log file whose tail is shown when start-up fails (the file is
+removed when the server stops, unless ATTN_TEST_KEEP_LOGS=1).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = "gemma-3-270m"
+# The first-ever start converts the bundled GGUF (about a minute); a warm cache loads in ~6 s.
+MODEL_TIMEOUT_S = float(os.environ.get("ATTN_TEST_MODEL_TIMEOUT", "600"))
+HTTP_TIMEOUT_S = float(os.environ.get("ATTN_TEST_HTTP_TIMEOUT", "120"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ATTN_MODELS", "ATTN_DEFAULT_MODEL",
+                 "SPACES_ZERO_GPU", "GRADIO_ROOT_PATH"):
+        env.pop(name, None)
+    env.setdefault("ATTN_CACHE_DIR", str(Path("~/.cache/attn-demo").expanduser()))
+    env.update(
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@dataclass
+class AppServer:
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    _log_file: object = field(repr=False, default=None)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _fail(self, what: str) -> RuntimeError:
+        return RuntimeError(f"{what}\n--- app log (tail) ---\n{self.log_tail()}")
+
+    def wait_http(self, timeout: float = HTTP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise self._fail(f"app.py exited early with code {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.25)
+        raise self._fail(f"app.py did not answer on {self.url} within {timeout:.0f} s")
+
+    def stats(self) -> dict:
+        """/stats through the plain HTTP API (the same route gradio_client uses)."""
+        req = urllib.request.Request(
+            self.url + "gradio_api/call/stats", data=b'{"data": []}',
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            event_id = json.loads(r.read())["event_id"]
+        with urllib.request.urlopen(self.url + f"gradio_api/call/stats/{event_id}", timeout=30) as r:
+            body = r.read().decode("utf-8")
+        event = None
+        for line in body.splitlines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "complete":
+                return json.loads(line.split(":", 1)[1])[0]
+        raise RuntimeError(f"/stats gave no result: {body[:500]!r}")
+
+    def wait_model(self, name: str = BUNDLED, timeout: float = MODEL_TIMEOUT_S) -> None:
+        """Wait for the background load the app starts at import (ready or error)."""
+        deadline = time.monotonic() + timeout
+        state = "?"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise self._fail(f"app.py exited with code {self.proc.returncode} while loading {name}")
+            state = self.stats()["models"].get(name, "missing")
+            if state == "ready":
+                return
+            if state in ("error", "missing"):
+                raise self._fail(f"model {name} is {state!r} in the app")
+            time.sleep(0.5)
+        raise self._fail(f"model {name} still {state!r} after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+            if not os.environ.get("ATTN_TEST_KEEP_LOGS"):
+                shutil.rmtree(self.log_path.parent, ignore_errors=True)
+
+
+def start_app(attempts: int = 3) -> AppServer:
+    """Start app.py on a free port and wait until it serves HTTP and the bundled model is loaded."""
+    log_dir = Path(tempfile.mkdtemp(prefix="attn-app-test-"))
+    last: Exception | None = None
+    for attempt in range(attempts):
+        port = free_port()
+        log_path = log_dir / f"app-{port}.log"
+        log_file = open(log_path, "w", encoding="utf-8")
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env=child_env(port),
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+        server = AppServer(port=port, proc=proc, log_path=log_path, _log_file=log_file)
+        try:
+            server.wait_http()
+            server.wait_model()
+            return server
+        except Exception as exc:
+            server.stop()
+            last = exc
+            # Only a lost port race is worth another try.
+            if "address already in use" not in server.log_tail().lower():
+                raise
+    raise RuntimeError(f"app.py did not start after {attempts} attempts") from last
+
+
+_lock = threading.Lock()
+_server: AppServer | None = None
+_users = 0
+
+
+def _stop_shared() -> None:
+    global _server, _users
+    with _lock:
+        if _server is not None:
+            _server.stop()
+        _server, _users = None, 0
+
+
+atexit.register(_stop_shared)
+
+
+def shared_app() -> AppServer:
+    """The session's one server (started on first use); pair every call with release()."""
+    global _server, _users
+    with _lock:
+        if _server is None or not _server.alive():
+            if _server is not None:
+                _server.stop()
+            _server = start_app()
+        _users += 1
+        return _server
+
+
+def release() -> None:
+    global _server, _users
+    with _lock:
+        _users -= 1
+        if _users <= 0 and _server is not None:
+            _server.stop()
+            _server, _users = None, 0

@@ -1,0 +1,421 @@
+"""The real page in a real browser (Playwright driving Debian's chromium) against app.py
+run as a subprocess: presets, layer slider, deep links, copy link, iframe embedding,
+and script-injection prompts.
+
+Without /usr/bin/chromium (or the playwright package) the module is skipped, unless
+ATTN_REQUIRE_BROWSER=1, which turns that into a failure. One full-page screenshot is
+written to /tmp/shots/browser.png (ATTN_SHOTS_DIR overrides the folder).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # app_server.py sits next to this file
+    sys.path.insert(0, str(HERE))
+import app_server  # noqa: E402
+
+CHROMIUM = os.environ.get("ATTN_CHROMIUM", "/usr/bin/chromium")
+REQUIRE = os.environ.get("ATTN_REQUIRE_BROWSER") == "1"
+SHOTS = Path(os.environ.get("ATTN_SHOTS_DIR", "/tmp/shots"))
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+T = 60_000  # ms: the first analysis may wait for the model load
+
+
+def _unavailable(reason: str):
+    if REQUIRE:
+        pytest.fail(f"ATTN_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    _unavailable("the playwright package is not installed")
+if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+    _unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium, or set ATTN_CHROMIUM)")
+
+EXAMPLES = json.loads((HERE.parent / "examples.json").read_text(encoding="utf-8"))
+MODEL = app_server.BUNDLED
+PRESET = {p["name"]: f"#preset-{i}" for i, p in enumerate(EXAMPLES)}  # button ids by name
+PROMPT = {p["name"]: p["prompt"] for p in EXAMPLES}
+HUNGRY, THIRSTY, ARTIST = PROMPT["Hungry"], PROMPT["Thirsty"], PROMPT["Artist passage"]
+XSS = "<img src=x onerror=alert(1)>"
+XSS_ATTR = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
+
+
+# ---- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app():
+    server = app_server.shared_app()
+    yield server
+    app_server.release()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+    except Exception as exc:
+        pw.stop()
+        _unavailable(f"chromium at {CHROMIUM} did not start: {exc}")
+    yield b
+    b.close()
+    pw.stop()
+
+
+class Recorder:
+    """What a page did that no test wants: dialogs (alert/confirm) and uncaught errors."""
+
+    def __init__(self, page: Page):
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+
+@pytest.fixture
+def context(browser, app):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx.set_default_timeout(T)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context):
+    page = context.new_page()
+    page.recorder = Recorder(page)
+    return page
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def open_app(page: Page, app, query: dict | None = None) -> None:
+    page.goto(app.url + ("?" + urlencode(query) if query else ""))
+    expect(page.locator("#analyze")).to_be_visible(timeout=T)
+    # The load event fills the prompt (the link's, or the first preset's): wait for it so
+    # it cannot overwrite what a test types or clicks next.
+    expect(page.locator("#prompt textarea")).not_to_have_value("", timeout=T)
+
+
+def figure_img(root):
+    return root.locator("#figure img")
+
+
+def wait_until(check, what: str, timeout_s: float = T / 1000):
+    """Poll `check` until it returns something truthy (short failure messages, unlike
+    expect() on a data: URL of tens of kB)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+FINGERPRINT_JS = """e => {
+  const s = e.tagName === 'IMG' ? e.src : e.innerHTML;
+  let h = 0;
+  for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) | 0;
+  return s.slice(0, Math.min(s.length, 24)) + '|' + s.length + '|' + h;
+}"""
+
+
+def fingerprint(locator) -> str:
+    """A short digest of an <img>'s src (or an element's HTML), to tell views apart."""
+    return locator.evaluate(FINGERPRINT_JS)
+
+
+def figure_id(root) -> str:
+    return fingerprint(figure_img(root))
+
+
+def overview_id(root) -> str:
+    return fingerprint(root.locator("#overview"))
+
+
+def wait_rendered(root) -> None:
+    """The figure (a data: image, PNG or SVG), the highlighted tokens and the overview."""
+    expect(figure_img(root)).to_be_visible(timeout=T)
+    wait_until(lambda: figure_id(root).startswith("data:image/"), "the figure's data: image")
+    expect(root.locator("#tokens .attn-tok").first).to_be_attached(timeout=T)
+    # The overview heatmap: HTML cells, or an image for long prompts.
+    expect(root.locator("#overview").locator(".attn-heatmap, img").first).to_be_visible(timeout=T)
+
+
+def change_of(what: str, read, before: str) -> str:
+    return wait_until(lambda: (lambda now: now if now != before else None)(read()), f"{what} to change")
+
+
+def token_weights(root) -> list[float]:
+    return [float(w) for w in root.locator("#tokens .attn-tok").evaluate_all(
+        "els => els.map(e => e.dataset.weight)")]
+
+
+def layer_info(page: Page) -> str:
+    return page.locator("#layer-info").inner_text().strip()
+
+
+def set_layer(page: Page, layer: int) -> None:
+    box = page.locator("#layer input[type=number]")
+    box.fill(str(layer))
+    box.press("Enter")
+    expect(page.locator("#layer-info")).to_contain_text(f"Layer {layer} of ", timeout=T)
+
+
+def pick_head(page: Page, label: str) -> None:
+    page.locator("#head input").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    expect(page.locator("#head input")).to_have_value(label)
+
+
+def api_weights(app, prompt, layer, head, bos) -> list[float]:
+    """The weights /view reports for one view (a cache hit once the page analysed the prompt)."""
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False).predict(prompt, MODEL, layer, head, bos, api_name="/view")["weights"]
+
+
+def assert_injection_inert(page: Page, text: str) -> None:
+    """The typed markup is visible as text and nothing from it became an element."""
+    page.wait_for_timeout(500)  # let a would-be onerror/onload fire
+    assert page.locator("#tokens img").count() == 0
+    assert page.locator("#continuation img").count() == 0
+    assert page.locator("#topk img").count() == 0
+    assert page.locator("#tokens script, #continuation script").count() == 0
+    assert page.evaluate("document.querySelectorAll('img[src=\"x\"], [onerror], [onload]').length") == 0
+    assert text in page.locator("#tokens .attn-tokens").inner_text()
+    assert text in page.locator("#continuation").inner_text()
+    assert page.recorder.dialogs == []
+
+
+# ---- tests -----------------------------------------------------------------------------
+
+
+def test_preset_shows_figure_tokens_continuation_and_topk(page, app):
+    open_app(page, app)
+    page.click(PRESET["Thirsty"])
+    wait_rendered(page)
+    expect(page.locator("#prompt textarea")).to_have_value(THIRSTY)
+    expect(page.locator("#continuation")).to_contain_text(THIRSTY + " water")
+    expect(page.locator("#topk")).to_contain_text("' water'")
+    expect(page.locator("#look-for")).to_contain_text("What to look for")
+    info = layer_info(page)
+    assert info.startswith("Layer 12 of 17: local"), info
+    assert "mean over heads" in info
+
+    # The highlighted tokens: <BOS> + the prompt's 9 tokens, weights as the API reports them.
+    toks = page.locator("#tokens .attn-tok")
+    expect(toks).to_have_count(10)
+    assert toks.first.inner_text().startswith("<BOS>")
+    assert "".join(toks.nth(i).inner_text() for i in range(1, 10)) == THIRSTY
+    weights = token_weights(page)
+    assert sum(weights) == pytest.approx(1.0, abs=1e-4)
+    for i in range(1, 10):
+        title = toks.nth(i).get_attribute("title")
+        assert f"weight {weights[i]:.4f}" in title, title
+    api = api_weights(app, THIRSTY, 12, "mean", "gray")
+    assert weights == pytest.approx(api, abs=2e-6)
+    expect(page.locator("#tokens .attn-pred")).to_have_text(" water")
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "browser.png"), full_page=True)
+    assert page.recorder.errors == [] and page.recorder.dialogs == []
+
+
+def test_moving_the_layer_slider_redraws_without_running_the_model(page, app):
+    open_app(page, app)
+    page.click(PRESET["Hungry"])
+    wait_rendered(page)
+    assert layer_info(page).startswith("Layer 12 of 17")
+    calls = app.stats()["forward_calls"]
+    fig = figure_id(page)
+    weights = token_weights(page)
+
+    set_layer(page, 3)  # the number box inside the slider
+    fig3 = change_of("the figure", lambda: figure_id(page), fig)
+    assert layer_info(page).startswith("Layer 3 of 17: local")
+    assert token_weights(page) != weights
+
+    rng = page.locator("#layer input[type=range]")  # the keyboard on the range input
+    rng.focus()
+    rng.press("ArrowRight")
+    rng.press("ArrowRight")
+    expect(page.locator("#layer-info")).to_contain_text("Layer 5 of 17", timeout=T)
+    assert "global" in layer_info(page)
+    change_of("the figure", lambda: figure_id(page), fig3)
+    expect(page.locator("#layer input[type=number]")).to_have_value("5")
+
+    overview = overview_id(page)
+    pick_head(page, "Head 2")
+    expect(page.locator("#layer-info")).to_contain_text("head 2", timeout=T)
+    change_of("the overview", lambda: overview_id(page), overview)
+
+    page.get_by_label("exclude: BOS removed, other weights renormalised to sum to 1").check()
+    expect(page.locator("#tokens .attn-bos")).to_have_attribute("data-weight", "0.000000", timeout=T)
+    assert sum(token_weights(page)) == pytest.approx(1.0, abs=1e-4)
+
+    set_layer(page, 3)  # back to a layer already drawn
+    assert app.stats()["forward_calls"] == calls
+    assert page.recorder.errors == []
+
+
+def test_deep_link_opens_exactly_that_view(page, app):
+    prompt = "The cat sat on the mat because it was"
+    before = app.stats()["forward_calls"]
+    open_app(page, app, {"prompt": prompt, "model": MODEL, "layer": 3, "head": 1})
+    wait_rendered(page)  # without clicking anything
+    expect(page.locator("#prompt textarea")).to_have_value(prompt)
+    info = layer_info(page)
+    assert re.match(r"^Layer 3 of 17: local .* · head 1 · ", info), info
+    expect(page.locator("#head input")).to_have_value("Head 1")
+    expect(page.locator("#layer input[type=number]")).to_have_value("3")
+    expect(page.locator("#continuation")).to_contain_text(prompt)
+    assert token_weights(page) == pytest.approx(api_weights(app, prompt, 3, "1", "gray"), abs=2e-6)
+    assert app.stats()["forward_calls"] == before + 1  # one pass for the new prompt, not more
+
+
+def test_copy_link_reproduces_the_view(page, context, app):
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url.rstrip("/"))
+    open_app(page, app)
+    page.click(PRESET["Hungry"])
+    wait_rendered(page)
+    set_layer(page, 7)
+    pick_head(page, "Head 1")
+    expect(page.locator("#layer-info")).to_contain_text("head 1", timeout=T)
+    page.get_by_label("hide: BOS not drawn (weights unchanged)").check()
+    expect(page.locator("#tokens .attn-tok").first).to_have_attribute(
+        "title", re.compile(r"\(not drawn\)"), timeout=T)
+
+    page.click("#copy-link")
+    box = page.locator("#link textarea")
+    expect(box).to_have_value(re.compile(r"prompt="), timeout=T)
+    url = box.input_value()
+    assert url.startswith(app.url + "?")
+    for part in ("prompt=", "layer=", "head="):
+        assert part in url
+    q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert q == {"prompt": HUNGRY, "model": MODEL, "layer": "7", "head": "1", "bos": "hide"}
+    assert page.evaluate("navigator.clipboard.readText()") == url
+
+    info, fig, weights = layer_info(page), figure_id(page), token_weights(page)
+    other = context.new_page()
+    other.recorder = Recorder(other)
+    other.goto(url)
+    wait_rendered(other)
+    expect(other.locator("#prompt textarea")).to_have_value(HUNGRY)
+    expect(other.locator("#head input")).to_have_value("Head 1")
+    expect(other.locator("#bos input[value=hide]")).to_be_checked()
+    assert layer_info(other) == info
+    assert figure_id(other) == fig  # the very same picture
+    assert token_weights(other) == weights
+
+
+@pytest.fixture
+def host_page_url(app):
+    """A page on another origin (its own http.server) that embeds the app in an iframe."""
+    folder = Path(tempfile.mkdtemp(prefix="attn-iframe-"))
+    (folder / "index.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>Embedding page</title><h1>Embedded demo</h1>"
+        f'<iframe id="app-frame" src="{app.url}" width="1300" height="2400" style="border:1px solid #999">'
+        "</iframe>",
+        encoding="utf-8",
+    )
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_app_renders_inside_an_iframe(page, app, host_page_url):
+    page.goto(host_page_url)
+    frame = page.frame_locator("#app-frame")
+    expect(frame.locator("#analyze")).to_be_visible(timeout=T)
+    expect(frame.locator("#prompt textarea")).not_to_have_value("", timeout=T)
+    frame.locator(PRESET["Artist passage"]).click()
+    wait_rendered(frame)
+    expect(frame.locator("#prompt textarea")).to_have_value(ARTIST)
+    expect(frame.locator("#continuation")).to_contain_text("beauty of the")
+    expect(frame.locator("#tokens .attn-tok")).to_have_count(len(token_weights(frame)))
+    assert len(token_weights(frame)) > 30
+    # The link points at the app, not at the page that embeds it.
+    frame.locator("#copy-link").click()
+    box = frame.locator("#link textarea")
+    expect(box).to_have_value(re.compile(r"prompt="), timeout=T)
+    assert box.input_value().startswith(app.url + "?")
+    assert page.recorder.dialogs == []
+
+
+def test_typed_script_injection_renders_as_text(page, app):
+    open_app(page, app)
+    page.locator("#prompt textarea").fill(XSS)
+    page.click("#analyze")
+    wait_rendered(page)
+    expect(page.locator("#continuation")).to_contain_text(XSS, timeout=T)
+    expect(page.locator("#tokens .attn-tokens")).to_contain_text(XSS, timeout=T)
+    assert_injection_inert(page, XSS)
+
+
+def test_deep_link_script_injection_renders_as_text(page, app):
+    open_app(page, app, {"prompt": XSS_ATTR, "model": MODEL, "layer": 2, "head": "mean"})
+    wait_rendered(page)
+    expect(page.locator("#prompt textarea")).to_have_value(XSS_ATTR)
+    expect(page.locator("#continuation")).to_contain_text(XSS_ATTR, timeout=T)
+    assert layer_info(page).startswith("Layer 2 of 17")
+    assert_injection_inert(page, XSS_ATTR)
+
+
+def test_empty_prompt_shows_a_readable_error(page, app):
+    open_app(page, app)
+    page.locator("#prompt textarea").fill("   ")
+    page.click("#analyze")
+    expect(page.get_by_test_id("toast-body").first).to_contain_text(
+        "The prompt is empty: type some text to analyse.", timeout=T)
+    assert page.locator("#figure img").count() == 0
+
+
+def test_deep_link_with_bad_values_falls_back(page, app):
+    open_app(page, app, {"prompt": "Deep links can be wrong", "model": "gpt-5", "layer": 40, "head": 9, "bos": "x"})
+    wait_rendered(page)
+    expect(page.locator("#model input")).to_have_value(re.compile("Gemma 3 270M"))
+    info = layer_info(page)
+    assert info.startswith("Layer 17 of 17") and "mean over heads" in info, info
+    expect(page.locator("#bos input[value=gray]")).to_be_checked()
+
+
+def test_deep_link_with_bad_values_says_so(page, app):
+    open_app(page, app, {"prompt": "Deep links can be wrong", "model": "gpt-5", "layer": 40})
+    wait_rendered(page)
+    expect(page.get_by_test_id("toast-body").first).to_contain_text("Unknown model in the link", timeout=3_000)
