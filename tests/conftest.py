@@ -1,0 +1,179 @@
+"""Shared fixtures: the real bundled model (loaded once) and tiny random-weight models.
+
+The bundled Gemma 3 270M is converted from its GGUF into $ATTN_CACHE_DIR on first use
+(about a minute, once); later loads read the verified cache in seconds. A caller's
+ATTN_CACHE_DIR is respected; otherwise the user's cache (~/.cache/attn-demo) is used.
+
+The numbers the tests check (" water", 1e-4 agreement) are float32 numbers, so the
+bundled model is loaded on the CPU unless the caller sets ATTN_DEVICE; float32-only
+tests skip when it was loaded in another dtype (ATTN_DEVICE=cuda gives bfloat16).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("ATTN_CACHE_DIR", str(Path("~/.cache/attn-demo").expanduser()))
+
+import torch  # noqa: E402
+
+import attn.models  # noqa: E402
+from attn.models import LoadedModel  # noqa: E402
+
+THIRSTY = "Jide was thirsty so she went looking for"
+# 50 x 12 tokens + BOS = 601 tokens: longer than Gemma 3's 512-token sliding window.
+LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)
+GEMMA_1B_LAYER_TYPES = [
+    "full_attention" if i % 6 == 5 else "sliding_attention" for i in range(26)
+]
+BPE_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Attention is all you need, said the paper.",
+    "Jide was thirsty so she went looking for water.",
+    "A small model reads a small prompt, token by token.",
+]
+
+
+@pytest.fixture(scope="session")
+def bundled() -> LoadedModel:
+    """The real bundled Gemma 3 270M, loaded once for the whole session (on the CPU in
+    float32 unless the caller chose a device with ATTN_DEVICE)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("ATTN_DEVICE"):
+            mp.setenv("ATTN_DEVICE", "cpu")  # only for this load; subprocesses keep theirs
+        return attn.models.load(attn.models.BUNDLED)
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """Load models on the CPU in float32 for this test, whatever machine runs it."""
+    monkeypatch.setenv("ATTN_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def bundled_f32(bundled) -> LoadedModel:
+    if bundled.dtype != "float32":
+        pytest.skip(f"needs the bundled model in float32 (loaded as {bundled.dtype})")
+    return bundled
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer(bundled):
+    """The bundled model's Gemma tokenizer (vocab 262144), reused by tiny random models."""
+    return bundled.tokenizer
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    """A tiny byte-level BPE tokenizer trained here, GPT-2 style (<|endoftext|> = BOS = EOS)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        BPE_CORPUS * 4, vocab_size=320, min_frequency=1, special_tokens=["<|endoftext|>"]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+    )
+
+
+def gemma3_config(*, vocab_size: int, num_layers: int = 26, layer_types=None, window: int = 512):
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=window,
+        layer_types=layer_types or GEMMA_1B_LAYER_TYPES[:num_layers],
+        max_position_embeddings=2048,
+    )
+
+
+def tiny_gemma3(*, vocab_size: int, num_layers: int = 26, layer_types=None, window: int = 512, seed: int = 0):
+    """A random-weight Gemma3ForCausalLM (hidden 32, 4 heads sharing 1 kv head, head_dim 16)."""
+    from transformers import Gemma3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = gemma3_config(
+        vocab_size=vocab_size, num_layers=num_layers, layer_types=layer_types, window=window
+    )
+    return Gemma3ForCausalLM(config)
+
+
+def tiny_llama(*, vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(config)
+
+
+def tiny_gpt2(tokenizer, *, seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=3,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """Builders for tiny random-weight models and the shared prompts, for tests to use."""
+    return SimpleNamespace(
+        gemma3=tiny_gemma3,
+        gemma3_config=gemma3_config,
+        llama=tiny_llama,
+        gpt2=tiny_gpt2,
+        THIRSTY=THIRSTY,
+        LONG_PROMPT=LONG_PROMPT,
+        GEMMA_1B_LAYER_TYPES=GEMMA_1B_LAYER_TYPES,
+    )
+
+
+@pytest.fixture(scope="session")
+def gemma3_26(gemma_tokenizer) -> LoadedModel:
+    """A 26-layer random Gemma 3 with the 1B's layer pattern, wrapped for analysis."""
+    model = tiny_gemma3(vocab_size=len(gemma_tokenizer))
+    return LoadedModel.wrap("tiny-gemma3-26", model, gemma_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def llama(gemma_tokenizer) -> LoadedModel:
+    return LoadedModel.wrap("tiny-llama", tiny_llama(vocab_size=len(gemma_tokenizer)), gemma_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def gpt2(bpe_tokenizer) -> LoadedModel:
+    return LoadedModel.wrap("tiny-gpt2", tiny_gpt2(bpe_tokenizer), bpe_tokenizer)

@@ -1,0 +1,240 @@
+"""The bundled model's cache: verified by a manifest, rebuilt when broken, in memory when
+the cache cannot be written.
+
+The real GGUF conversion takes about a minute, so every rebuild here goes through a fake
+`_load_from_gguf` that returns a tiny random Gemma 3 and a tiny tokenizer; the rest of the
+code path (saving, manifest, verification, atomic replace, loading) is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import attn.bundled as ckpt
+import attn.models as models
+from attn.inference import analyze
+
+SMALL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json")
+
+
+# ---- verify --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkpoint(tmp_path, bundled) -> Path:  # `bundled` guarantees the real cache exists
+    """The small files of the real converted checkpoint, a small fake model.safetensors,
+    and a manifest written by the real code."""
+    real = ckpt.checkpoint_dir()
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    for name in SMALL_FILES:
+        if (real / name).is_file():
+            shutil.copy(real / name, directory / name)
+    (directory / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    ckpt._write_manifest(directory, ckpt._gguf_module().EXPECTED_SHA256)
+    assert ckpt.verify(directory) is None
+    return directory
+
+
+def flip_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_complete_checkpoint_verifies(checkpoint):
+    assert ckpt.verify(checkpoint) is None
+
+
+def test_a_directory_without_a_manifest_is_unfinished(checkpoint):
+    (checkpoint / ckpt.MANIFEST).unlink()
+    assert "no manifest" in ckpt.verify(checkpoint)
+
+
+def test_a_truncated_file_is_detected(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1])
+    assert "model.safetensors has the wrong size" in ckpt.verify(checkpoint)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
+def test_a_flipped_byte_is_detected(checkpoint, name):
+    flip_byte(checkpoint / name)
+    assert f"{name} is corrupt" in ckpt.verify(checkpoint)
+
+
+def test_a_missing_file_is_detected(checkpoint):
+    (checkpoint / "tokenizer.json").unlink()
+    assert "tokenizer.json is missing" in ckpt.verify(checkpoint)
+
+
+def test_an_unreadable_manifest_is_detected(checkpoint):
+    (checkpoint / ckpt.MANIFEST).write_text("{ not json")
+    assert "unreadable manifest" in ckpt.verify(checkpoint)
+
+
+def test_a_manifest_that_omits_the_weights_is_rejected(checkpoint):
+    manifest = checkpoint / ckpt.MANIFEST
+    data = json.loads(manifest.read_text())
+    del data["files"]["model.safetensors"]
+    manifest.write_text(json.dumps(data))
+    assert "lacks model.safetensors" in ckpt.verify(checkpoint)
+
+
+def test_the_cache_directory_name_carries_the_gguf_digest(tmp_path):
+    digest = ckpt._gguf_module().EXPECTED_SHA256
+    assert ckpt.checkpoint_dir(tmp_path) == tmp_path / f"gemma-3-270m-{digest[:12]}"
+
+
+def test_the_cache_root_follows_attn_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv(ckpt.CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert ckpt.cache_root() == tmp_path / "elsewhere"
+
+
+# ---- ensure_checkpoint (with a fake, fast conversion) ---------------------------------
+
+
+class FakeConversion:
+    """Stands in for the one-minute GGUF conversion: a tiny Gemma 3 and a tiny tokenizer."""
+
+    def __init__(self, tiny, tokenizer, fail: bool = False):
+        self.tiny = tiny
+        self.tokenizer = tokenizer
+        self.fail = fail
+        self.workdirs: list[Path] = []
+
+    @property
+    def calls(self) -> int:
+        return len(self.workdirs)
+
+    def __call__(self, workdir: Path, progress):
+        self.workdirs.append(workdir)
+        progress("Fake conversion")
+        (workdir / "model.gguf").write_bytes(b"partial")  # as the real one leaves behind
+        if self.fail:
+            raise RuntimeError("conversion died")
+        (workdir / "model.gguf").unlink()
+        model = self.tiny.gemma3(vocab_size=len(self.tokenizer), num_layers=6, seed=3)
+        return model, self.tokenizer
+
+
+@pytest.fixture
+def fake_conversion(monkeypatch, tiny, bpe_tokenizer) -> FakeConversion:
+    fake = FakeConversion(tiny, bpe_tokenizer)
+    monkeypatch.setattr(ckpt, "_load_from_gguf", fake)
+    return fake
+
+
+def test_a_fresh_cache_is_converted_once_and_then_reused(tmp_path, fake_conversion):
+    directory, in_memory = ckpt.ensure_checkpoint(root=tmp_path)
+    assert in_memory is None
+    assert directory == ckpt.checkpoint_dir(tmp_path)
+    assert ckpt.verify(directory) is None
+    manifest = json.loads((directory / ckpt.MANIFEST).read_text())
+    assert manifest["source_sha256"] == ckpt._gguf_module().EXPECTED_SHA256
+
+    again, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    assert again == directory
+    assert fake_conversion.calls == 1
+    assert not list(tmp_path.glob(".convert-*"))
+
+
+def test_a_corrupt_cache_is_rebuilt_and_then_verifies(tmp_path, fake_conversion):
+    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    flip_byte(directory / "model.safetensors", offset=-10)
+    assert "corrupt" in ckpt.verify(directory)
+
+    rebuilt, in_memory = ckpt.ensure_checkpoint(root=tmp_path)
+    assert (rebuilt, in_memory) == (directory, None)
+    assert fake_conversion.calls == 2
+    assert ckpt.verify(rebuilt) is None
+
+
+def test_an_unfinished_cache_without_a_manifest_is_rebuilt(tmp_path, fake_conversion):
+    target = ckpt.checkpoint_dir(tmp_path)
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")  # a conversion killed half way
+    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    assert fake_conversion.calls == 1
+    assert ckpt.verify(directory) is None
+
+
+def test_leftovers_of_a_killed_conversion_are_swept(tmp_path, fake_conversion):
+    stale = tmp_path / ".convert-abandoned"
+    stale.mkdir()
+    (stale / "model.gguf").write_bytes(b"half")
+    ckpt.ensure_checkpoint(root=tmp_path)
+    assert not stale.exists()
+
+
+def test_a_failed_conversion_leaves_no_cache_behind(tmp_path, tiny, bpe_tokenizer, monkeypatch):
+    monkeypatch.setattr(ckpt, "_load_from_gguf", FakeConversion(tiny, bpe_tokenizer, fail=True))
+    with pytest.raises(RuntimeError, match="conversion died"):
+        ckpt.ensure_checkpoint(root=tmp_path)
+    assert not ckpt.checkpoint_dir(tmp_path).exists()
+    assert not list(tmp_path.glob(".convert-*"))
+
+
+def test_an_unwritable_cache_root_converts_in_memory(tmp_path, fake_conversion):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    root = blocker / "cache"  # cannot be created, whoever runs the tests
+    directory, in_memory = ckpt.ensure_checkpoint(root=root)
+    assert directory is None
+    model, tokenizer = in_memory
+    assert model.config.num_hidden_layers == 6 and tokenizer is fake_conversion.tokenizer
+    assert not fake_conversion.workdirs[0].exists()  # the scratch dir was temporary
+
+
+def test_a_corrupt_cache_in_a_read_only_root_is_neither_used_nor_touched(
+    tmp_path, fake_conversion, monkeypatch
+):
+    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    flip_byte(directory / "model.safetensors", offset=-10)
+    broken = (directory / "model.safetensors").read_bytes()
+    monkeypatch.setattr(ckpt, "_writable", lambda root: False)
+
+    result_dir, in_memory = ckpt.ensure_checkpoint(root=tmp_path)
+    assert result_dir is None and in_memory is not None
+    assert (directory / "model.safetensors").read_bytes() == broken
+
+
+def test_a_valid_cache_in_a_read_only_root_is_used(tmp_path, fake_conversion, monkeypatch):
+    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    monkeypatch.setattr(ckpt, "_writable", lambda root: False)
+    assert ckpt.ensure_checkpoint(root=tmp_path) == (directory, None)
+    assert fake_conversion.calls == 1
+
+
+# ---- models.load through the cache ----------------------------------------------------
+
+
+def test_loading_the_bundled_model_goes_through_the_verified_cache(
+    tmp_path, monkeypatch, fake_conversion, on_cpu
+):
+    monkeypatch.setenv(ckpt.CACHE_ENV, str(tmp_path))
+    loaded = models.load(models.BUNDLED)
+    assert fake_conversion.calls == 1
+    assert ckpt.verify(ckpt.checkpoint_dir(tmp_path)) is None
+    assert loaded.name == models.BUNDLED and loaded.source == "bundled GGUF"
+    assert loaded.layer_types == ["local"] * 5 + ["global"]
+    assert analyze(loaded, "The quick brown fox").num_layers == 6
+
+    models.load(models.BUNDLED)  # second start: read from the cache, no conversion
+    assert fake_conversion.calls == 1
+
+
+def test_loading_the_bundled_model_works_when_the_cache_cannot_be_written(
+    tmp_path, monkeypatch, fake_conversion, on_cpu
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(ckpt.CACHE_ENV, str(blocker / "cache"))
+    loaded = models.load(models.BUNDLED)
+    assert loaded.dtype == "float32"
+    assert analyze(loaded, "The quick brown fox").num_tokens > 1

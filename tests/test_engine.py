@@ -1,0 +1,223 @@
+"""Engine: named models loaded once, analyses cached, bad requests refused with reasons."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import attn.inference
+from attn.engine import Engine
+from attn.errors import ModelUnavailableError, PromptError, UnknownModelError
+from attn.models import BUNDLED
+
+THIRSTY = "Jide was thirsty so she went looking for"
+
+
+class CountingLoader:
+    """A loader that hands out a ready LoadedModel and counts how often it was asked."""
+
+    def __init__(self, loaded, gate: threading.Event | None = None):
+        self.loaded = loaded
+        self.gate = gate
+        self.calls = 0
+
+    def __call__(self, name, progress):
+        self.calls += 1
+        progress(f"Loading {name}")
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        return self.loaded
+
+
+@pytest.fixture
+def forward_spy(monkeypatch):
+    """Counts real forward passes (calls to attn.inference.analyze)."""
+    calls = []
+    real = attn.inference.analyze
+
+    def spy(loaded, prompt, **kwargs):
+        calls.append(prompt)
+        return real(loaded, prompt, **kwargs)
+
+    monkeypatch.setattr(attn.inference, "analyze", spy)
+    return calls
+
+
+@pytest.fixture
+def engine(bundled):
+    return Engine(loader=CountingLoader(bundled), model_names=[BUNDLED])
+
+
+@pytest.fixture
+def tiny_engine(gpt2):
+    return Engine(loader=CountingLoader(gpt2), model_names=["tiny-gpt2"])
+
+
+# ---- caching -------------------------------------------------------------------------
+
+
+def test_a_repeated_request_is_served_from_the_cache_without_running_the_model(engine, forward_spy):
+    first = engine.analyze(THIRSTY, BUNDLED)
+    again = engine.analyze(THIRSTY, BUNDLED)
+    assert again is first
+    assert engine.forward_calls == 1
+    assert forward_spy == [THIRSTY]
+    assert engine.cached(THIRSTY, BUNDLED) is first
+    assert engine.cache_stats().hits >= 1
+
+
+def test_a_different_prompt_runs_the_model_again(tiny_engine, forward_spy):
+    tiny_engine.analyze("The quick brown fox", "tiny-gpt2")
+    tiny_engine.analyze("The lazy dog", "tiny-gpt2")
+    assert tiny_engine.forward_calls == 2
+    assert tiny_engine.cached("The quick fox", "tiny-gpt2") is None
+
+
+def test_simultaneous_identical_requests_run_the_model_once(engine, forward_spy):
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(engine.analyze(THIRSTY, BUNDLED)))
+        for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 6 and all(r is results[0] for r in results)
+    assert engine.forward_calls == 1
+    assert len(forward_spy) == 1
+
+
+def test_the_model_is_loaded_once_for_many_requests(gpt2):
+    loader = CountingLoader(gpt2)
+    engine = Engine(loader=loader, model_names=["tiny-gpt2"])
+    for prompt in ("one", "two", "three"):
+        engine.analyze(prompt, "tiny-gpt2")
+    assert loader.calls == 1
+
+
+def test_the_cache_byte_bound_holds_for_real_analyses(gpt2):
+    engine = Engine(loader=CountingLoader(gpt2), model_names=["tiny-gpt2"])
+    one = engine.analyze("The quick brown fox jumps", "tiny-gpt2")
+    small = Engine(cache_bytes=int(one.nbytes * 2.5), loader=CountingLoader(gpt2), model_names=["tiny-gpt2"])
+    for prompt in ("The quick brown fox jumps", "The lazy dog jumps high", "Attention is all you"):
+        small.analyze(prompt, "tiny-gpt2")
+        assert small.cache_stats().bytes <= small.cache_stats().max_bytes
+    assert small.cache_stats().evictions >= 1
+
+
+def test_the_swappable_compute_function_is_what_the_cache_calls(tiny_engine):
+    seen = []
+    real = tiny_engine.compute
+
+    def on_gpu(model_name, prompt):  # how the app plugs in a ZeroGPU wrapper
+        seen.append((model_name, prompt))
+        return real(model_name, prompt)
+
+    tiny_engine.compute = on_gpu
+    tiny_engine.analyze("hello there", "tiny-gpt2")
+    tiny_engine.analyze("hello there", "tiny-gpt2")
+    assert seen == [("tiny-gpt2", "hello there")]
+
+
+# ---- bad requests --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t "], ids=["empty", "spaces", "whitespace"])
+def test_a_blank_prompt_is_refused_without_loading_the_model(gpt2, prompt):
+    loader = CountingLoader(gpt2)
+    engine = Engine(loader=loader, model_names=["tiny-gpt2"])
+    with pytest.raises(PromptError, match="empty"):
+        engine.analyze(prompt, "tiny-gpt2")
+    assert loader.calls == 0
+
+
+@pytest.mark.parametrize("prompt", [None, 7, b"Jide"])
+def test_a_prompt_that_is_not_text_is_refused(tiny_engine, prompt):
+    with pytest.raises(PromptError, match="must be text"):
+        tiny_engine.analyze(prompt, "tiny-gpt2")
+
+
+def test_a_prompt_over_the_token_limit_names_the_limit(bundled):
+    engine = Engine(max_tokens=16, loader=CountingLoader(bundled), model_names=[BUNDLED])
+    long = "Jide was thirsty so she went looking for water in the town square and the old well"
+    with pytest.raises(PromptError, match="limit is 16 tokens"):
+        engine.analyze(long, BUNDLED)
+    assert len(engine.cache) == 0  # refusals are not cached
+    assert engine.analyze(THIRSTY, BUNDLED).num_tokens <= 16
+
+
+def test_an_unknown_model_name_raises_unknown_model_error(tiny_engine):
+    with pytest.raises(UnknownModelError, match="Choose one of"):
+        tiny_engine.analyze(THIRSTY, "gpt-5")
+
+
+def test_a_registered_model_that_is_not_enabled_is_refused(gpt2):
+    loader = CountingLoader(gpt2)
+    engine = Engine(loader=loader, model_names=[BUNDLED])
+    with pytest.raises(UnknownModelError, match="not enabled"):
+        engine.analyze(THIRSTY, "gemma-3-1b")
+    assert loader.calls == 0
+
+
+def test_the_default_engine_offers_every_registered_model():
+    from attn.models import REGISTRY
+
+    engine = Engine(loader=lambda name, progress: None)
+    assert engine.model_names == list(REGISTRY)
+
+
+# ---- load failures and status --------------------------------------------------------
+
+
+def test_a_load_failure_is_reported_with_its_reason_and_not_retried():
+    calls = []
+
+    def broken(name, progress):
+        calls.append(name)
+        raise RuntimeError("disk on fire")
+
+    engine = Engine(loader=broken, model_names=[BUNDLED])
+    for _ in range(2):
+        with pytest.raises(ModelUnavailableError, match="disk on fire"):
+            engine.analyze(THIRSTY, BUNDLED)
+    assert calls == [BUNDLED]
+    state, detail = engine.status(BUNDLED)
+    assert state == "error" and "disk on fire" in detail
+
+
+def test_a_model_unavailable_message_reaches_the_user_verbatim():
+    def gated(name, progress):
+        raise ModelUnavailableError("set the HF_TOKEN secret")
+
+    engine = Engine(loader=gated, model_names=["gemma-3-1b"])
+    with pytest.raises(ModelUnavailableError) as info:
+        engine.model("gemma-3-1b")
+    assert str(info.value) == "set the HF_TOKEN secret"
+
+
+def test_status_goes_from_not_loaded_to_loading_to_ready(gpt2):
+    gate = threading.Event()
+    engine = Engine(loader=CountingLoader(gpt2, gate=gate), model_names=["tiny-gpt2"])
+    assert engine.status("tiny-gpt2") == ("not loaded", "")
+    assert not engine.is_ready("tiny-gpt2")
+
+    thread = engine.preload("tiny-gpt2")
+    for _ in range(500):  # the loader reports its progress, then waits at the gate
+        if engine.status("tiny-gpt2") == ("loading", "Loading tiny-gpt2"):
+            break
+        threading.Event().wait(0.01)
+    assert engine.status("tiny-gpt2") == ("loading", "Loading tiny-gpt2")
+    assert not engine.is_ready("tiny-gpt2")
+
+    gate.set()
+    thread.join(10)
+    state, detail = engine.status("tiny-gpt2")
+    assert state == "ready" and detail.startswith("3 layers, 4 heads, float32")
+    assert engine.is_ready("tiny-gpt2")
+
+
+def test_status_of_an_unknown_model_raises(tiny_engine):
+    with pytest.raises(UnknownModelError):
+        tiny_engine.status("nope")
