@@ -110,11 +110,12 @@ class Engine:
     # ---- analysis -----------------------------------------------------------------
     def compute_uncached(self, model_name: str, prompt: str) -> Analysis:
         loaded = self.model(model_name)
+        encoded = inference.encode(loaded.tokenizer, prompt, self.max_tokens)  # bad input: no model call
         with self._run_locks[model_name]:
             # One forward pass per model at a time: bounded memory, no thread thrash.
             self.forward_calls += 1
             try:
-                return inference.analyze(loaded, prompt, max_tokens=self.max_tokens)
+                return inference.analyze_encoded(loaded, prompt, encoded)
             except AttnError:
                 raise
             except Exception as exc:

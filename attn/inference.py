@@ -93,9 +93,14 @@ def analyze(
     top_k: int = 10,
 ) -> Analysis:
     """One forward pass; returns CPU numpy only (safe to pickle across processes)."""
+    return analyze_encoded(loaded, prompt, encode(loaded.tokenizer, prompt, max_tokens), top_k=top_k)
+
+
+def analyze_encoded(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 10) -> Analysis:
+    """The forward pass for an already validated `encode()` result."""
     import torch
 
-    ids, tokens, spans = encode(loaded.tokenizer, prompt, max_tokens)
+    ids, tokens, spans = encoded
     with torch.inference_mode():
         out = loaded.model(
             input_ids=torch.tensor([ids], device=loaded.device),

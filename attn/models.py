@@ -106,7 +106,7 @@ class LoadedModel:
             source=source or getattr(config, "_name_or_path", ""),
             layer_types=layer_types,
             sliding_window=int(window) if window else None,
-            default_layer=min(default_layer, len(layer_types) - 1),
+            default_layer=min(max(default_layer, 0), len(layer_types) - 1),
         )
         _probe_attention(loaded)
         return loaded
@@ -116,8 +116,10 @@ def config_layer_types(config) -> list[str]:
     """'global' or 'local' per layer, from the config's own layer pattern."""
     n = int(config.num_hidden_layers)
     types = getattr(config, "layer_types", None)
-    if not types or getattr(config, "sliding_window", None) is None:
+    if getattr(config, "sliding_window", None) is None or not getattr(config, "use_sliding_window", True):
         return ["global"] * n
+    if not types:  # e.g. Mistral: one window for every layer
+        return ["local"] * n
     return ["local" if "sliding" in str(t) else "global" for t in types]
 
 

@@ -32,15 +32,15 @@ class CountingLoader:
 
 @pytest.fixture
 def forward_spy(monkeypatch):
-    """Counts real forward passes (calls to attn.inference.analyze)."""
+    """Counts real forward passes (calls to attn.inference.analyze_encoded)."""
     calls = []
-    real = attn.inference.analyze
+    real = attn.inference.analyze_encoded
 
-    def spy(loaded, prompt, **kwargs):
+    def spy(loaded, prompt, encoded, **kwargs):
         calls.append(prompt)
-        return real(loaded, prompt, **kwargs)
+        return real(loaded, prompt, encoded, **kwargs)
 
-    monkeypatch.setattr(attn.inference, "analyze", spy)
+    monkeypatch.setattr(attn.inference, "analyze_encoded", spy)
     return calls
 
 
@@ -145,6 +145,7 @@ def test_a_prompt_over_the_token_limit_names_the_limit(bundled):
     with pytest.raises(PromptError, match="limit is 16 tokens"):
         engine.analyze(long, BUNDLED)
     assert len(engine.cache) == 0  # refusals are not cached
+    assert engine.forward_calls == 0  # and cost no forward pass
     assert engine.analyze(THIRSTY, BUNDLED).num_tokens <= 16
 
 

@@ -84,6 +84,15 @@ def test_a_config_without_a_sliding_window_is_all_global(tiny):
     assert models.config_layer_types(config) == ["global"] * 6
 
 
+def test_a_window_without_a_layer_pattern_makes_every_layer_local():
+    from types import SimpleNamespace
+
+    mistral_like = SimpleNamespace(num_hidden_layers=4, sliding_window=4096)
+    assert models.config_layer_types(mistral_like) == ["local"] * 4
+    qwen_like = SimpleNamespace(num_hidden_layers=4, sliding_window=4096, use_sliding_window=False)
+    assert models.config_layer_types(qwen_like) == ["global"] * 4
+
+
 def test_llama_and_gpt2_are_all_global_with_no_window(llama, gpt2):
     for loaded in (llama, gpt2):
         assert loaded.layer_types == ["global"] * loaded.num_layers
