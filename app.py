@@ -55,8 +55,6 @@ if ON_ZEROGPU:
             ENGINE.model(_name)
         except AttnError as exc:
             log.error("%s", exc)
-else:
-    ENGINE.preload(DEFAULT_MODEL)
 
 HEAD_CHOICES_BASE = ["Mean over heads", "Max over heads"]
 BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
@@ -132,8 +130,11 @@ def render_view(key: dict | None, layer, head, bos, show_all):
     """Everything that depends on the view; served from the cached analysis."""
     if not key:
         return (gr.skip(),) * 5
+    # Views never run the model: they are served outside the queue, from the cache only.
+    analysis = ENGINE.cached(key["prompt"], key["model"])
+    if analysis is None:
+        raise gr.Error("This prompt's analysis has left the shared cache; press Analyze to run it again.")
     try:
-        analysis = get_analysis(key["prompt"], key["model"])
         view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
     except AttnError as exc:
         raise gr.Error(str(exc)) from None
@@ -382,4 +383,7 @@ demo = build()
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     demo.queue(max_size=int(os.environ.get("ATTN_QUEUE_SIZE", "64")), default_concurrency_limit=2)
-    demo.launch(share=False, css=CSS, ssr_mode=False, footer_links=["api"])
+    demo.launch(share=False, css=CSS, ssr_mode=False, footer_links=["api"], prevent_thread_lock=True)
+    if not ON_ZEROGPU:
+        ENGINE.preload(DEFAULT_MODEL)  # after the server answers: start-up is not held up by it
+    demo.block_thread()

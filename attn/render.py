@@ -28,22 +28,24 @@ class FigureCache:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self.rendered = 0  # figures actually drawn (foreground and background)
+        self.settle_seconds = 0.15
 
     @staticmethod
     def _key(analysis: Analysis, view: View):
         return (analysis.model, analysis.prompt, view)
 
     def _draw(self, analysis: Analysis, view: View) -> bytes:
-        svg = to_svg(line_diagram(analysis, view))
-        self.rendered += 1
-        self.cache.put(self._key(analysis, view), svg)
-        return svg
+        """Draw once: a request for a view the worker is drawing waits for that drawing."""
+
+        def draw() -> bytes:
+            self.rendered += 1
+            return to_svg(line_diagram(analysis, view))
+
+        return self.cache.get_or_compute(self._key(analysis, view), draw)
 
     def line_svg(self, analysis: Analysis, view: View) -> bytes:
         view = check_view(analysis, view)
-        svg = self.cache.get(self._key(analysis, view))
-        if svg is None:
-            svg = self._draw(analysis, view)
+        svg = self._draw(analysis, view)
         if self.prefetch_enabled:
             self._schedule(analysis, view)
         return svg
@@ -65,6 +67,10 @@ class FigureCache:
             if job is None:
                 continue
             analysis, view = job
+            # Let the request that scheduled this finish first; a quick slider drag
+            # replaces the job before any drawing starts.
+            if self._wake.wait(self.settle_seconds):
+                continue
             # Nearest layers first: the slider usually moves by one.
             order = sorted(range(analysis.num_layers), key=lambda layer: abs(layer - view.layer))
             for layer in order:
