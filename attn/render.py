@@ -1,8 +1,9 @@
 """Rendered line diagrams, cached, with the neighbouring layers drawn ahead of time.
 
 A matplotlib figure costs tens of milliseconds; a slider move should cost a lookup. After
-a view is shown, one background worker draws the same view at every other layer, newest
-request first, abandoning work for a view nobody is looking at any more.
+a view is shown, one background worker draws the views likely to come next (every other
+layer, then the other head and BOS modes), abandoning them as soon as another view is
+asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import replace
 from .analysis import Analysis
 from .cache import ByteLRU
 from .figures import line_diagram, to_svg
-from .weights import View, check_view
+from .weights import BOS_MODES, View, check_view
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +72,25 @@ class FigureCache:
             # replaces the job before any drawing starts.
             if self._wake.wait(self.settle_seconds):
                 continue
-            # Nearest layers first: the slider usually moves by one.
-            order = sorted(range(analysis.num_layers), key=lambda layer: abs(layer - view.layer))
-            for layer in order:
+            for other in likely_next(analysis, view):
                 if self._wake.is_set():
                     break  # a newer view was requested; serve that one instead
-                other = replace(view, layer=layer)
                 if self._key(analysis, other) in self.cache:
                     continue
                 try:
                     self._draw(analysis, other)
                 except Exception:  # a background nicety must never take the server down
-                    log.exception("prefetch of layer %d failed", layer)
+                    log.exception("prefetch of %s failed", other)
                     break
+
+
+def likely_next(analysis: Analysis, view: View) -> list[View]:
+    """Views a person is likely to ask for next: the other layers, nearest first (the
+    slider usually moves by one), then this layer with the other head and BOS modes."""
+    layers = sorted(range(analysis.num_layers), key=lambda layer: abs(layer - view.layer))
+    heads = ["mean", "max", *range(analysis.num_heads)]
+    return (
+        [replace(view, layer=layer) for layer in layers if layer != view.layer]
+        + [replace(view, head=head) for head in heads if head != view.head]
+        + [replace(view, bos=bos) for bos in BOS_MODES if bos != view.bos]
+    )
