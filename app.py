@@ -137,7 +137,7 @@ def render_view(key: dict | None, layer, head, bos, show_all):
     try:
         view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
     except AttnError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(escape(str(exc))) from None  # toasts render HTML: show "<BOS>" as text
     kind = layer_kind(analysis, view.layer)
     weights = row(analysis, view)
     info = (
@@ -160,7 +160,7 @@ def run_analysis(prompt: str, model: str, layer, head, progress=gr.Progress()):
     try:
         analysis = get_analysis(prompt, model, progress)
     except AttnError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(escape(str(exc))) from None  # toasts render HTML: show "<BOS>" as text
     layer = analysis.num_layers - 1 if layer is None else min(max(int(layer), 0), analysis.num_layers - 1)
     head = parse_head(head) if head is not None else "mean"
     if isinstance(head, int) and head >= analysis.num_heads:
@@ -217,7 +217,7 @@ def on_load(request: gr.Request):
         bos = "gray"
     show_all = q.get("all", "0") in ("1", "true", "yes")
     for note in notes:
-        gr.Warning(note)
+        gr.Warning(escape(note))
     return (
         prompt or EXAMPLES[0]["prompt"],
         gr.update(value=model),

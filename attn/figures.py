@@ -162,7 +162,7 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
              fontsize=12, fontweight="bold", va="top")
     fig.suptitle(
         f"{title}\n{analysis.model} predicts {visible(analysis.next_token, 24)!r}",
-        fontsize=12, y=0.98,
+        fontsize=12, y=0.98, parse_math=False,  # a predicted '$$' is text, not mathtext
     )
     for k, note in enumerate(notes):
         fig.text(0.01, 0.02 + 0.05 * k, note, fontsize=9, color="#555555", parse_math=False)

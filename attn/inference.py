@@ -37,6 +37,10 @@ def encode(tokenizer, prompt: str, max_tokens: int = DEFAULT_MAX_TOKENS):
         raise PromptError("The prompt must be text.")
     if not prompt.strip():
         raise PromptError("The prompt is empty: type some text to analyse.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: JSON can carry them, the tokenizer cannot
+        raise PromptError("The prompt contains invalid characters (unpaired surrogates).") from None
     if len(prompt) > max_tokens * MAX_CHARS_PER_TOKEN:
         raise PromptError(
             f"The prompt is too long ({len(prompt):,} characters); the limit is {max_tokens:,} tokens."

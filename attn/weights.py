@@ -54,7 +54,9 @@ def check_view(analysis: Analysis, view: View) -> View:
     """Validate a view against this analysis (ranges come from the model, not a constant)."""
     try:
         layer = int(view.layer)
-    except (TypeError, ValueError):
+        if isinstance(view.layer, float) and view.layer != layer:
+            raise ValueError("not a whole number")
+    except (TypeError, ValueError, OverflowError):
         raise ViewError(f"Layer must be a whole number, not {echo(view.layer)}.") from None
     if not 0 <= layer < analysis.num_layers:
         raise ViewError(f"Layer {layer} is out of range: this model has layers 0-{analysis.num_layers - 1}.")

@@ -1,0 +1,172 @@
+"""Load: 16 concurrent gradio_client sessions x 10 requests against the real app (new
+prompts through /analyze, layer/head switches through /view), then 200 distinct prompts in
+all: no errors, no session ever sees another's results, and the app's memory stays within
+what its caches allow.
+
+RSS of the app process (psutil on the server's pid) is measured before the first of the
+200 prompts and after the last; the numbers are printed (pytest -rP shows them) and stored
+as test properties. Bound: the analysis cache (ATTN_CACHE_BYTES, 256 MiB) + the figure
+cache (64 MiB) + a generous allowance for the runtime: growth < 600 MiB.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # app_server.py sits next to this file
+    sys.path.insert(0, str(HERE))
+import app_server  # noqa: E402
+
+psutil = pytest.importorskip("psutil")
+
+MODEL = app_server.BUNDLED
+SESSIONS, REQUESTS = 16, 10
+DISTINCT_PROMPTS = 200
+NUM_LAYERS, NUM_HEADS = 18, 4
+HEADS = ["mean", "max"] + [str(h) for h in range(NUM_HEADS)] + [f"Head {h}" for h in range(NUM_HEADS)]
+MAX_GROWTH = 600 * 2**20
+CALL_TIMEOUT_S = 120
+WORDS = ["river", "lamp", "orange", "violin", "harbour", "maple", "comet", "pebble", "garden", "falcon",
+         "candle", "meadow", "anchor", "tundra", "saffron", "glacier"]
+
+
+@pytest.fixture(scope="session")
+def app():
+    server = app_server.shared_app()
+    yield server
+    app_server.release()
+
+
+def new_client(app):
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+def prompt_for(run: str, session: int, request: int) -> str:
+    """Short (about 6 tokens: the forward pass is cheap), unique, and naming its session."""
+    return f"{WORDS[session]} {request} {run} the"
+
+
+def check_analysis(result: dict, prompt: str) -> list[str]:
+    problems = []
+    if result.get("prompt") != prompt:
+        problems.append(f"asked {prompt!r}, got the analysis of {result.get('prompt')!r}")
+    spans = result.get("spans", [])
+    if "".join(prompt[a:b] for a, b in spans) != prompt:
+        problems.append(f"tokens of another prompt: {result.get('tokens')}")
+    for layer in result.get("attention", []):
+        for row in layer:
+            if len(row) != len(spans) or not math.isclose(sum(row), 1.0, abs_tol=1e-4):
+                problems.append("an attention row that is not a softmax row over this prompt")
+                return problems
+    return problems
+
+
+def run_session(app, run: str, session: int, seen: list[str]) -> dict:
+    """One visitor: analyses new prompts and moves the layer/head on its latest one."""
+    rng = random.Random(1000 + session)
+    client = new_client(app)
+    mine: dict[str, dict] = {}
+    last = None
+    errors, views = [], 0
+    for request in range(REQUESTS):
+        try:
+            if last is None or rng.random() < 0.5:
+                prompt = prompt_for(run, session, request)
+                result = client.predict(prompt, MODEL, api_name="/analyze")
+                errors += check_analysis(result, prompt)
+                mine[prompt] = result
+                seen.append(prompt)
+                last = prompt
+            else:
+                layer, head = rng.randrange(NUM_LAYERS), rng.choice(HEADS)
+                view = client.predict(last, MODEL, layer, head, "gray", api_name="/view")
+                own = mine[last]
+                if view["tokens"] != own["tokens"] or view["next_token"] != own["next_token"]:
+                    errors.append(f"/view of {last!r} answered with tokens {view['tokens']}")
+                if view["layer"] != layer or len(view["weights"]) != len(own["tokens"]):
+                    errors.append(f"/view layer {layer} answered layer {view['layer']}")
+                if head != "max" and not math.isclose(sum(view["weights"]), 1.0, abs_tol=1e-4):
+                    errors.append(f"view weights (head {head}) do not sum to 1")  # max over heads need not
+                views += 1
+        except Exception as exc:  # every failure is a finding: keep going, report all
+            errors.append(f"session {session} request {request}: {type(exc).__name__}: {exc}")
+    return {"errors": errors, "views": views, "analyses": len(mine)}
+
+
+def analyse_more(app, run: str, count: int, seen: list[str], workers: int = 4) -> list[str]:
+    """Top up to DISTINCT_PROMPTS: more distinct prompts through a few more sessions."""
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def work(worker: int):
+        client = new_client(app)
+        for i in range(worker, count, workers):
+            prompt = f"{run} {WORDS[i % len(WORDS)]} {i} for"
+            try:
+                result = client.predict(prompt, MODEL, api_name="/analyze")
+                problems = check_analysis(result, prompt)
+            except Exception as exc:
+                problems = [f"extra prompt {i}: {type(exc).__name__}: {exc}"]
+            with lock:
+                errors.extend(problems)
+                seen.append(prompt)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(work, w) for w in range(workers)]:
+            future.result(timeout=CALL_TIMEOUT_S * count)
+    return errors
+
+
+def test_concurrent_sessions_get_only_their_own_results_and_memory_stays_bounded(app, record_property):
+    proc = psutil.Process(app.proc.pid)
+    run = "".join(random.Random(time.monotonic_ns()).choices("bcdfghjklmnpqrstvwz", k=4))  # new to this server
+    before_stats = app.stats()
+    rss_before = proc.memory_info().rss
+    started = time.monotonic()
+
+    seen: list[str] = []
+    with ThreadPoolExecutor(SESSIONS) as pool:
+        futures = [pool.submit(run_session, app, run, s, seen) for s in range(SESSIONS)]
+        results = [f.result(timeout=CALL_TIMEOUT_S * REQUESTS) for f in futures]
+    harness_s = time.monotonic() - started
+    errors = [e for r in results for e in r["errors"]]
+    assert errors == [], "\n".join(errors[:20])
+    assert sum(r["views"] for r in results) > 0 and sum(r["analyses"] for r in results) >= SESSIONS
+
+    errors = analyse_more(app, run, DISTINCT_PROMPTS - len(set(seen)), seen)
+    assert errors == [], "\n".join(errors[:20])
+    assert len(set(seen)) == len(seen) == DISTINCT_PROMPTS
+    rss_after = proc.memory_info().rss
+    total_s = time.monotonic() - started
+
+    after_stats = app.stats()
+    assert app.alive()
+    # Every distinct prompt ran the model exactly once; every view was served from the cache.
+    assert after_stats["forward_calls"] - before_stats["forward_calls"] == DISTINCT_PROMPTS
+    cache = after_stats["cache"]
+    assert 0 < cache["bytes"] <= cache["max_bytes"]
+    assert cache["entries"] >= DISTINCT_PROMPTS or cache["bytes"] > cache["max_bytes"] // 2
+    growth = rss_after - rss_before
+    mib = 2**20
+    summary = (f"RSS before {rss_before / mib:.0f} MiB, after {DISTINCT_PROMPTS} prompts {rss_after / mib:.0f} MiB "
+               f"(growth {growth / mib:+.0f} MiB, bound {MAX_GROWTH / mib:.0f} MiB); cache {cache['entries']} entries, "
+               f"{cache['bytes'] / mib:.1f} of {cache['max_bytes'] / mib:.0f} MiB; "
+               f"{SESSIONS}x{REQUESTS} harness {harness_s:.1f} s, all {total_s:.1f} s")
+    print(summary)
+    record_property("rss_before_mib", round(rss_before / mib, 1))
+    record_property("rss_after_mib", round(rss_after / mib, 1))
+    record_property("load_summary", summary)
+    assert growth < MAX_GROWTH, summary
+    # And the server still answers a plain request at once.
+    assert new_client(app).predict(seen[0], MODEL, 3, "mean", "gray", api_name="/view")["layer"] == 3

@@ -1,0 +1,301 @@
+"""Security: only registry names load, no remote code, no user path reaches the disk, the
+HF token never leaves the process, the server is not shared publicly and its queue is
+bounded.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(HERE) not in sys.path:  # app_server.py sits next to this file
+    sys.path.insert(0, str(HERE))
+import app_server  # noqa: E402
+
+import attn.models as models  # noqa: E402
+from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError  # noqa: E402
+
+SOURCES = sorted((ROOT / "attn").glob("*.py")) + [ROOT / "app.py"]
+HOSTILE_NAMES = [
+    "gpt2", "../../etc/passwd", "/tmp/x", "google/gemma-3-1b-pt", "gemma-3-270m/../gemma-3-1b",
+    "./gemma-3-270m", "GEMMA-3-270M", " gemma-3-270m", "gemma-3-270m\x00", "~/.cache/attn-demo",
+    "file:///etc/passwd", "https://huggingface.co/gpt2", "C:\\models\\x", "",
+]
+
+
+# ---- only registry names -------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Any attempt to load weights or a tokenizer from anywhere fails the test."""
+    import transformers
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:1])
+        raise AssertionError(f"tried to load {args[:1]}")
+
+    for cls in ("AutoModelForCausalLM", "AutoTokenizer", "AutoConfig"):
+        monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", refuse)
+    monkeypatch.setattr(models, "load_spec", refuse)
+    return attempts
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES + [None, 7, ("gemma-3-270m",), ["gemma-3-270m"]])
+def test_only_registry_names_can_be_loaded(no_loading, name):
+    with pytest.raises(UnknownModelError) as info:
+        models.load(name)
+    msg = str(info.value)
+    assert msg.startswith("Unknown model '") and msg.endswith(f"Choose one of: {', '.join(REGISTRY)}.")
+    assert not re.search(r"[/\\<>:~]", msg.split("Choose")[0]), msg  # no path or markup echoed back
+    assert no_loading == []
+
+
+def test_a_local_directory_name_is_not_loaded(no_loading, tmp_path):
+    """Even a real checkpoint-looking directory is not a model name."""
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(UnknownModelError):
+        models.load(str(tmp_path))
+    with pytest.raises(UnknownModelError):
+        Engine().analyze("Hello", str(tmp_path))
+    assert no_loading == []
+
+
+class SpyLoader:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, progress):
+        self.calls.append(name)
+        raise AssertionError(f"the loader was asked for {name!r}")
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_the_engine_refuses_a_path_like_model_before_any_loader_runs(name):
+    spy = SpyLoader()
+    engine = Engine(loader=spy)
+    for call in (lambda: engine.analyze("Hello", name), lambda: engine.model(name), lambda: engine.status(name)):
+        with pytest.raises(UnknownModelError):
+            call()
+    engine.preload(name).join(5)  # swallowed in the background, but still never loaded
+    assert spy.calls == []
+    assert engine.cache_stats().entries == 0
+
+
+def test_a_registry_model_outside_the_enabled_list_is_refused():
+    spy = SpyLoader()
+    engine = Engine(loader=spy, model_names=[BUNDLED])
+    with pytest.raises(UnknownModelError, match="is not enabled in this demo"):
+        engine.analyze("Hello", "gemma-3-1b")
+    assert spy.calls == []
+
+
+# ---- no remote code ------------------------------------------------------------------------
+
+
+def test_trust_remote_code_is_never_enabled():
+    for path in SOURCES:
+        source = path.read_text(encoding="utf-8")
+        assert not re.search(r"trust_remote_code\s*[=:]\s*(True|1|['\"])", source), path
+        assert not re.search(r"['\"]trust_remote_code['\"]\s*:\s*(?!False)", source), path
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call):
+                for kw in node.keywords:
+                    if kw.arg == "trust_remote_code":
+                        assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (path, node.lineno)
+                    # **kwargs could smuggle it in: only literal dicts without it are allowed
+                    if kw.arg is None and isinstance(kw.value, ast.Dict):
+                        keys = [k.value for k in kw.value.keys if isinstance(k, ast.Constant)]
+                        assert "trust_remote_code" not in keys, (path, node.lineno)
+
+
+def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache():
+    """Every from_pretrained call in attn/ loads spec.hf_id (the registry) or the cache
+    directory; none takes a value that came from a request."""
+    source = (ROOT / "attn" / "models.py").read_text(encoding="utf-8")
+    firsts = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
+            firsts.append(ast.unparse(node.args[0]))
+    assert firsts and set(firsts) <= {"spec.hf_id", "str(directory)"}, firsts
+
+
+# ---- the HF token never leaves the process ---------------------------------------------------
+
+
+@pytest.fixture
+def secret(monkeypatch) -> str:
+    token = f"hf_attnTestSecret{uuid.uuid4().hex}"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    return token
+
+
+def test_the_token_is_not_in_a_failed_load(secret, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    engine = Engine()
+    with pytest.raises(ModelUnavailableError) as info:
+        models.load("gemma-3-1b")
+    with pytest.raises(ModelUnavailableError) as via_engine:
+        engine.analyze("Hello", "gemma-3-1b")
+    out, err = capfd.readouterr()
+    for text in (str(info.value), str(via_engine.value), engine.status("gemma-3-1b")[1], caplog.text, out, err,
+                 repr(info.value.args)):
+        assert secret not in text
+    assert str(info.value).startswith("Gemma 3 1B (pretrained) could not be loaded from google/gemma-3-1b-pt")
+
+
+def test_a_hub_error_that_echoes_the_token_is_redacted(secret, monkeypatch, caplog, capfd):
+    import transformers
+
+    def leaky(*args, token=None, **kwargs):
+        raise OSError(f"401 Client Error for url with token {token}: invalid credentials")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", leaky)
+    caplog.set_level(logging.DEBUG)
+    engine = Engine()
+    with pytest.raises(ModelUnavailableError) as info:
+        engine.analyze("Hello", "gemma-3-1b")
+    out, err = capfd.readouterr()
+    msg = str(info.value)
+    assert "***" in msg and "invalid credentials" in msg
+    for text in (msg, engine.status("gemma-3-1b")[1], caplog.text, out, err):
+        assert secret not in text
+
+
+def test_an_app_with_a_token_never_shows_it(tmp_path):
+    """app.py with HF_TOKEN set (so the gated 1B is the default) but offline: the 1B fails
+    with a reason that lacks the token, the bundled 270M still works, and neither the API
+    nor the log ever carries the token."""
+    from gradio_client import Client
+
+    token = f"hf_attnAppSecret{uuid.uuid4().hex}"
+    port = app_server.free_port()
+    env = app_server.child_env(port)
+    env.update(HF_TOKEN=token, ATTN_PREFETCH="0")
+    log_path = tmp_path / "app.log"
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env=env,
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        server = app_server.AppServer(port=port, proc=proc, log_path=log_path)
+        try:
+            server.wait_http()
+            deadline = time.monotonic() + 120
+            while server.stats()["models"]["gemma-3-1b"] not in ("error", "ready"):
+                assert time.monotonic() < deadline and server.alive(), server.log_tail()
+                time.sleep(0.3)
+            stats = server.stats()
+            assert stats["models"]["gemma-3-1b"] == "error"  # offline: cannot fetch the gated model
+            client = Client(server.url, verbose=False)
+            with pytest.raises(Exception) as info:
+                client.predict("Hello", "gemma-3-1b", api_name="/analyze")
+            reason = str(info.value)
+            assert "could not be loaded from google/gemma-3-1b-pt" in reason
+            result = client.predict("Jide was thirsty so she went looking for", BUNDLED, api_name="/analyze")
+            assert result["next_token"] == " water"
+            page = urllib.request.urlopen(server.url, timeout=30).read().decode("utf-8", "replace")
+            config = urllib.request.urlopen(server.url + "config", timeout=30).read().decode("utf-8", "replace")
+            for text in (json.dumps(stats), reason, json.dumps(result), page, config):
+                assert token not in text
+        finally:
+            server.stop()
+    log = log_path.read_text(encoding="utf-8", errors="replace")
+    assert "gemma-3-1b" in log  # the failure was logged ...
+    assert token not in log  # ... without the token
+
+
+# ---- the server: not shared, bounded queue, no file access -----------------------------------
+
+
+def _app_calls(attr: str) -> list[ast.Call]:
+    tree = ast.parse((ROOT / "app.py").read_text(encoding="utf-8"))
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == attr]
+
+
+def test_the_app_is_never_shared_publicly():
+    launches = _app_calls("launch")
+    assert len(launches) == 1
+    share = [kw for kw in launches[0].keywords if kw.arg == "share"]
+    assert len(share) == 1 and isinstance(share[0].value, ast.Constant) and share[0].value.value is False
+    for path in SOURCES:
+        source = path.read_text(encoding="utf-8")
+        assert not re.search(r"\bshare\s*=\s*(True|1\b|os\.)", source), path
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call):
+                for kw in node.keywords:
+                    if kw.arg == "share":
+                        assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (path, node.lineno)
+
+
+def test_the_request_queue_is_bounded():
+    queues = _app_calls("queue")
+    assert len(queues) == 1
+    kwargs = {kw.arg: kw.value for kw in queues[0].keywords}
+    assert "max_size" in kwargs and "default_concurrency_limit" in kwargs
+    # Evaluate the expression with and without ATTN_QUEUE_SIZE (only int/os.environ.get allowed).
+    expr = ast.unparse(kwargs["max_size"])
+    assert re.fullmatch(r"int\(os\.environ\.get\((['\"])ATTN_QUEUE_SIZE\1, (['\"])\d+\2\)\)|\d+", expr), expr
+
+    class FakeOs:
+        environ: dict = {}
+
+    default = eval(expr, {"__builtins__": {"int": int}, "os": FakeOs})  # noqa: S307 - a checked literal
+    assert 1 <= default <= 1000
+    FakeOs.environ = {"ATTN_QUEUE_SIZE": "5"}
+    assert eval(expr, {"__builtins__": {"int": int}, "os": FakeOs}) in (5, default)  # noqa: S307
+    assert ast.literal_eval(kwargs["default_concurrency_limit"]) >= 1
+    # Every API route has its own concurrency limit (or skips the queue, for /stats).
+    for call in _app_calls("api"):
+        kw = {k.arg: k.value for k in call.keywords}
+        assert "concurrency_limit" in kw or (isinstance(kw.get("queue"), ast.Constant) and kw["queue"].value is False)
+
+
+@pytest.fixture(scope="session")
+def app():
+    server = app_server.shared_app()
+    yield server
+    app_server.release()
+
+
+@pytest.mark.parametrize("path", [
+    "gradio_api/file=/etc/passwd", "gradio_api/file=../../../../etc/passwd", "gradio_api/file=app.py",
+    "gradio_api/file=README.md", "gradio_api/file=attn/models.py", "gradio_api/file=%2Fetc%2Fpasswd",
+    "gradio_api/file=..%2F..%2F..%2Fetc%2Fpasswd", "file=/etc/passwd", "gradio_api/file=/proc/self/environ",
+])
+def test_the_server_serves_no_files_from_disk(app, path):
+    try:
+        with urllib.request.urlopen(app.url + path, timeout=30) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    assert status in (403, 404), (status, body[:200])
+    assert b"root:" not in body and b"import " not in body and b"HF_TOKEN" not in body
+
+
+def test_a_model_name_from_a_request_never_reaches_the_disk(app):
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    for name in ("/etc", "../../../tmp", str(ROOT), "google/gemma-3-1b-pt"):
+        with pytest.raises(Exception) as info:
+            client.predict("Hello", name, api_name="/analyze")
+        assert str(info.value).startswith("Unknown model")
+    assert set(app.stats()["models"]) == set(REGISTRY)
