@@ -177,3 +177,14 @@ def llama(gemma_tokenizer) -> LoadedModel:
 @pytest.fixture(scope="session")
 def gpt2(bpe_tokenizer) -> LoadedModel:
     return LoadedModel.wrap("tiny-gpt2", tiny_gpt2(bpe_tokenizer), bpe_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def app():
+    """`python app.py` as a real subprocess on a free port, shared by every module that
+    asks for it (started on first use, stopped at the end of the session)."""
+    import app_server
+
+    server = app_server.shared_app()
+    yield server
+    app_server.release()

@@ -27,13 +27,6 @@ GLOBAL_LAYERS = [5, 11, 17]
 ROW_TOL = 1e-4  # rows are float32 softmax rows, rounded to 6 digits in the JSON
 
 
-@pytest.fixture(scope="session")
-def app():
-    server = app_server.shared_app()
-    yield server
-    app_server.release()
-
-
 @pytest.fixture(scope="module")
 def client(app):
     return gradio_client.Client(app.url, verbose=False)

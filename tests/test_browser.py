@@ -60,13 +60,6 @@ XSS_ATTR = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
 # ---- fixtures --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def app():
-    server = app_server.shared_app()
-    yield server
-    app_server.release()
-
-
 @pytest.fixture(scope="module")
 def browser():
     pw = sync_playwright().start()

@@ -379,13 +379,6 @@ def test_a_conversion_killed_half_way_is_swept_and_redone(tmp_path, fake, stage,
 # ---- the running app -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def app():
-    server = app_server.shared_app()
-    yield server
-    app_server.release()
-
-
 def raw_call(app, endpoint: str, body: bytes) -> tuple[int, str]:
     """POST a raw body to /gradio_api/call/<endpoint>; (status, event stream or error body)."""
     req = urllib.request.Request(app.url + f"gradio_api/call/{endpoint}", data=body,

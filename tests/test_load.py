@@ -39,13 +39,6 @@ WORDS = ["river", "lamp", "orange", "violin", "harbour", "maple", "comet", "pebb
          "candle", "meadow", "anchor", "tundra", "saffron", "glacier"]
 
 
-@pytest.fixture(scope="session")
-def app():
-    server = app_server.shared_app()
-    yield server
-    app_server.release()
-
-
 def new_client(app):
     from gradio_client import Client
 

@@ -449,13 +449,6 @@ def test_bad_views_are_view_errors(engine):
 
 # ---- the API (gradio_client against the real app) ---------------------------------------
 
-@pytest.fixture(scope="session")
-def app():
-    server = app_server.shared_app()
-    yield server
-    app_server.release()
-
-
 @pytest.fixture(scope="module")
 def client(app):
     from gradio_client import Client

@@ -268,13 +268,6 @@ def test_the_request_queue_is_bounded():
         assert "concurrency_limit" in kw or (isinstance(kw.get("queue"), ast.Constant) and kw["queue"].value is False)
 
 
-@pytest.fixture(scope="session")
-def app():
-    server = app_server.shared_app()
-    yield server
-    app_server.release()
-
-
 @pytest.mark.parametrize("path", [
     "gradio_api/file=/etc/passwd", "gradio_api/file=../../../../etc/passwd", "gradio_api/file=app.py",
     "gradio_api/file=README.md", "gradio_api/file=attn/models.py", "gradio_api/file=%2Fetc%2Fpasswd",
