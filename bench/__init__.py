@@ -1,0 +1,1 @@
+"""Benchmarks for the attention explorer (run `python bench/benchmark.py --help`)."""
