@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import os
+import re
 import time
 from html import escape
 from pathlib import Path
@@ -90,11 +91,17 @@ def model_status_md(name: str) -> str:
 
 
 def svg_html(svg: bytes, alt: str, cls: str) -> str:
-    """The figure as an <img>: an SVG image can run no script, whatever its labels say."""
+    """The figure as an <img>: an SVG image can run no script, whatever its labels say.
+
+    It shrinks with the page, but not below 60% of its size: in a narrow frame the
+    labels stay legible and the figure scrolls sideways instead."""
     b64 = base64.b64encode(svg).decode("ascii")
+    match = re.search(rb'<svg[^>]*\swidth="([\d.]+)pt"', svg[:2000])
+    natural = float(match.group(1)) * 4 / 3 if match else 1200.0  # pt -> CSS px
     return (
         f'<div class="{cls}" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
-        f'src="data:image/svg+xml;base64,{b64}" style="max-width:100%;height:auto"></div>'
+        f'src="data:image/svg+xml;base64,{b64}" '
+        f'style="width:100%;max-width:{natural:.0f}px;min-width:{0.6 * natural:.0f}px;height:auto"></div>'
     )
 
 
@@ -144,6 +151,8 @@ def render_view(key: dict | None, layer, head, bos, show_all):
         f"**Layer {view.layer}** of {analysis.num_layers - 1}: **{kind}** attention"
         + (" (sees only the last tokens)" if kind.startswith("local") else " (sees the whole prompt)")
         + f" · {head_label(view.head)} · `<BOS>` weight {weights[0]:.2f}"
+        + (" (outside this layer's window)" if kind.startswith("local") and analysis.sliding_window
+           and analysis.num_tokens > analysis.sliding_window else "")
     )
     alt = f"Line diagram: attention at layer {view.layer}, {head_label(view.head)}"
     return (
