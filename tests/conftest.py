@@ -188,3 +188,34 @@ def app():
     server = app_server.shared_app()
     yield server
     app_server.release()
+
+
+CHROMIUM = os.environ.get("ATTN_CHROMIUM", "/usr/bin/chromium")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright. Without it the browser tests skip, unless
+    ATTN_REQUIRE_BROWSER=1 (as in CI) makes that a failure."""
+
+    def unavailable(reason: str):
+        if os.environ.get("ATTN_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"ATTN_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed")
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium, or set ATTN_CHROMIUM)")
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    except Exception as exc:
+        pw.stop()
+        unavailable(f"chromium at {CHROMIUM} did not start: {exc}")
+    yield b
+    b.close()
+    pw.stop()

@@ -548,29 +548,7 @@ def test_api_bad_view_is_a_readable_error(client, app, layer, head, bos, expecte
 
 # ---- the page (a few representative cases in a real browser) ---------------------------
 
-CHROMIUM = os.environ.get("ATTN_CHROMIUM", "/usr/bin/chromium")
 T = 60_000  # ms
-
-
-@pytest.fixture(scope="module")
-def browser():
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "the playwright package is not installed"
-    if reason is None and not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        reason = f"no chromium at {CHROMIUM}"
-    if reason is not None:
-        if os.environ.get("ATTN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"ATTN_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    pw = sync_playwright().start()
-    b = pw.chromium.launch(executable_path=CHROMIUM,
-                           args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-    yield b
-    b.close()
-    pw.stop()
 
 
 @pytest.fixture
