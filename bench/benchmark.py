@@ -47,7 +47,6 @@ import pickle
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,15 +54,15 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from itertools import cycle, islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests"):  # the engine, and the app launcher the tests use
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+from app_server import launch  # noqa: E402
 
 BUNDLED = "gemma-3-270m"
 EXAMPLES = json.loads((ROOT / "examples.json").read_text(encoding="utf-8"))
@@ -120,12 +119,6 @@ def phase_mark(name: str) -> None:
     """Log a phase and note the 1-minute load average (how noisy the machine was)."""
     LOADAVG[name] = round(os.getloadavg()[0], 2)
     log(f"{name} (load average {LOADAVG[name]})")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def maxrss_bytes() -> int:
@@ -221,97 +214,6 @@ def artist_variants(tokenizer):
 
 
 # ---- the app as a subprocess -------------------------------------------------------------
-class AppProcess:
-    def __init__(self, log_dir: Path, cache_dir: str | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        env = dict(os.environ)
-        for name in APP_ENV_DROP:
-            env.pop(name, None)
-        if cache_dir is not None:
-            env["ATTN_CACHE_DIR"] = cache_dir
-        env.update(GRADIO_SERVER_PORT=str(self.port), GRADIO_SERVER_NAME="127.0.0.1",
-                   GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        self.log_path = log_dir / f"app-{self.port}.log"
-        self._log = open(self.log_path, "w", encoding="utf-8")
-        self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env=env,
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def since_start(self) -> float:
-        return time.monotonic() - self.t0
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-    def _dead(self, what: str) -> RuntimeError:
-        return RuntimeError(f"{what} (exit code {self.proc.returncode}); log tail:\n{self.log_tail()}")
-
-    def wait_http(self, timeout: float = 180) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise self._dead("app.py exited before answering HTTP")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
-                    if r.status == 200:
-                        return self.since_start()
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.05)
-        raise self._dead(f"app.py did not answer {self.url} within {timeout:.0f} s")
-
-    def stats(self) -> dict:
-        """/stats over plain HTTP (the route gradio_client uses), cheaper than a Client."""
-        req = urllib.request.Request(self.url + "gradio_api/call/stats", data=b'{"data": []}',
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            event_id = json.loads(r.read())["event_id"]
-        with urllib.request.urlopen(self.url + f"gradio_api/call/stats/{event_id}", timeout=30) as r:
-            body = r.read().decode("utf-8")
-        event = None
-        for line in body.splitlines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event == "complete":
-                return json.loads(line.split(":", 1)[1])[0]
-        raise RuntimeError(f"/stats gave no result: {body[:300]!r}")
-
-    def wait_ready(self, timeout: float = 600) -> float:
-        deadline = time.monotonic() + timeout
-        state = "?"
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise self._dead("app.py exited while loading the model")
-            try:
-                state = self.stats()["models"].get(BUNDLED, "missing")
-            except (urllib.error.URLError, OSError, RuntimeError):
-                state = "?"
-            if state == "ready":
-                return self.since_start()
-            if state in ("error", "missing"):
-                raise self._dead(f"model {BUNDLED} is {state!r} in the app")
-            time.sleep(0.1)
-        raise self._dead(f"model still {state!r} after {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        if not self._log.closed:
-            self._log.close()
-
-
 def client(url: str):
     from gradio_client import Client
 
@@ -322,10 +224,10 @@ def measure_launch(apps: list, log_dir: Path, cache_dir: str | None = None, read
     """Start app.py; seconds from Popen to GET / == 200, to model ready, and to the answer
     of a first /analyze sent as soon as the page answered. The app is left running."""
     for attempt in range(3):
-        app = AppProcess(log_dir, cache_dir)
+        app = launch(log_dir, cache_dir)
         apps.append(app)
         try:
-            t_http = app.wait_http()
+            t_http = app.wait_http(timeout=180, poll=0.05)
             break
         except RuntimeError:
             app.stop()
@@ -345,7 +247,7 @@ def measure_launch(apps: list, log_dir: Path, cache_dir: str | None = None, read
 
     thread = threading.Thread(target=first_analyze, daemon=True)
     thread.start()
-    t_ready = app.wait_ready(ready_timeout)
+    t_ready = app.wait_model(BUNDLED, ready_timeout, poll=0.1)
     thread.join(timeout=300)
     if "error" in first or "analyze_s" not in first:
         raise RuntimeError(f"first /analyze failed: {first.get('error', 'no answer in 300 s')}")

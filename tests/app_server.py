@@ -1,9 +1,8 @@
 """Run the real Gradio app (app.py) as a subprocess, once per pytest session.
 
-Used by tests/test_app_api.py and tests/test_browser.py (no conftest needed: both
-modules import this module, and `shared_app()` hands every caller the same running
-server; the last `release()` stops it, and an atexit hook stops it at the latest when
-the interpreter exits).
+The `app` fixture in conftest.py uses `shared_app()`, which hands every caller the same
+running server; the last `release()` stops it, and an atexit hook stops it at the latest
+when the interpreter exits. bench/benchmark.py uses `launch()` to time start-ups.
 
 The child gets a free port on 127.0.0.1, the caller's ATTN_CACHE_DIR (default
 ~/.cache/attn-demo), no HF_TOKEN (so the default model is the bundled Gemma 3 270M),
@@ -42,11 +41,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def child_env(port: int) -> dict[str, str]:
+def child_env(port: int, cache_dir: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ATTN_MODELS", "ATTN_DEFAULT_MODEL",
                  "SPACES_ZERO_GPU", "GRADIO_ROOT_PATH"):
         env.pop(name, None)
+    if cache_dir is not None:
+        env["ATTN_CACHE_DIR"] = cache_dir
     env.setdefault("ATTN_CACHE_DIR", str(Path("~/.cache/attn-demo").expanduser()))
     env.update(
         GRADIO_SERVER_PORT=str(port),
@@ -64,10 +65,15 @@ class AppServer:
     proc: subprocess.Popen
     log_path: Path
     _log_file: object = field(repr=False, default=None)
+    t0: float = field(default_factory=time.monotonic)  # just before Popen
+    remove_log_dir: bool = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    def since_start(self) -> float:
+        return time.monotonic() - self.t0
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -81,7 +87,8 @@ class AppServer:
     def _fail(self, what: str) -> RuntimeError:
         return RuntimeError(f"{what}\n--- app log (tail) ---\n{self.log_tail()}")
 
-    def wait_http(self, timeout: float = HTTP_TIMEOUT_S) -> None:
+    def wait_http(self, timeout: float = HTTP_TIMEOUT_S, poll: float = 0.25) -> float:
+        """Seconds from start until GET / answers 200."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -89,10 +96,10 @@ class AppServer:
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as r:
                     if r.status == 200:
-                        return
+                        return self.since_start()
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
-            time.sleep(0.25)
+            time.sleep(poll)
         raise self._fail(f"app.py did not answer on {self.url} within {timeout:.0f} s")
 
     def stats(self) -> dict:
@@ -113,8 +120,8 @@ class AppServer:
                 return json.loads(line.split(":", 1)[1])[0]
         raise RuntimeError(f"/stats gave no result: {body[:500]!r}")
 
-    def wait_model(self, name: str = BUNDLED, timeout: float = MODEL_TIMEOUT_S) -> None:
-        """Wait for the background load the app starts at import (ready or error)."""
+    def wait_model(self, name: str = BUNDLED, timeout: float = MODEL_TIMEOUT_S, poll: float = 0.5) -> float:
+        """Seconds from start until the background load is done (fails on a load error)."""
         deadline = time.monotonic() + timeout
         state = "?"
         while time.monotonic() < deadline:
@@ -122,10 +129,10 @@ class AppServer:
                 raise self._fail(f"app.py exited with code {self.proc.returncode} while loading {name}")
             state = self.stats()["models"].get(name, "missing")
             if state == "ready":
-                return
+                return self.since_start()
             if state in ("error", "missing"):
                 raise self._fail(f"model {name} is {state!r} in the app")
-            time.sleep(0.5)
+            time.sleep(poll)
         raise self._fail(f"model {name} still {state!r} after {timeout:.0f} s")
 
     def stop(self) -> None:
@@ -139,8 +146,21 @@ class AppServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-            if not os.environ.get("ATTN_TEST_KEEP_LOGS"):
+            if self.remove_log_dir and not os.environ.get("ATTN_TEST_KEEP_LOGS"):
                 shutil.rmtree(self.log_path.parent, ignore_errors=True)
+
+
+def launch(log_dir: Path, cache_dir: str | None = None) -> AppServer:
+    """Start `python app.py` on a free port, logging to `log_dir`; does not wait."""
+    port = free_port()
+    log_path = log_dir / f"app-{port}.log"
+    log_file = open(log_path, "w", encoding="utf-8")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env=child_env(port, cache_dir),
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+    )
+    return AppServer(port=port, proc=proc, log_path=log_path, _log_file=log_file, t0=t0)
 
 
 def start_app(attempts: int = 3) -> AppServer:
@@ -148,23 +168,18 @@ def start_app(attempts: int = 3) -> AppServer:
     log_dir = Path(tempfile.mkdtemp(prefix="attn-app-test-"))
     last: Exception | None = None
     for attempt in range(attempts):
-        port = free_port()
-        log_path = log_dir / f"app-{port}.log"
-        log_file = open(log_path, "w", encoding="utf-8")
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env=child_env(port),
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-        server = AppServer(port=port, proc=proc, log_path=log_path, _log_file=log_file)
+        server = launch(log_dir)
+        server.remove_log_dir = True
         try:
             server.wait_http()
             server.wait_model()
             return server
         except Exception as exc:
+            lost_port_race = "address already in use" in server.log_tail().lower()
+            server.remove_log_dir = False  # keep the log of a failed start
             server.stop()
             last = exc
-            # Only a lost port race is worth another try.
-            if "address already in use" not in server.log_tail().lower():
+            if not lost_port_race:  # only a lost port race is worth another try
                 raise
     raise RuntimeError(f"app.py did not start after {attempts} attempts") from last
 
