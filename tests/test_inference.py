@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn import weights
+from attn import inference, weights
 from attn.analysis import SCHEMA, Analysis, TokenProb
 from attn.errors import IntegrityError, PromptError, ViewError
 from attn.inference import FULL_MATRIX_MAX_TOKENS, analyze, check_integrity, encode
@@ -306,6 +306,24 @@ def test_attention_that_breaks_an_invariant_raises_integrity_error(breach, messa
     breach(layers)
     with pytest.raises(IntegrityError, match=message):
         check_integrity(tuple(layers), KINDS, WINDOW, "float32")
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 256])
+def test_every_forbidden_cell_is_caught_whatever_the_row_block(monkeypatch, rows):
+    """The checks read the attention a block of query rows at a time: no cell may slip
+    between blocks. Each forbidden cell of a 6-token, window-3 pair of layers, alone."""
+    monkeypatch.setattr(inference, "CHECK_ROWS", rows)
+    check_integrity(tuple(_valid_attention()), KINDS, WINDOW, "float32")
+    for layer, kind in enumerate(KINDS):
+        for q in range(LENGTH):
+            for k in range(LENGTH):
+                future, far = k > q, kind == "local" and q - k >= WINDOW
+                if not (future or far):
+                    continue
+                layers = _valid_attention()
+                _move_mass(layers[layer], q, k)
+                with pytest.raises(IntegrityError, match="later token" if future else "window"):
+                    check_integrity(tuple(layers), KINDS, WINDOW, "float32")
 
 
 def test_a_missing_layer_raises_integrity_error():
