@@ -22,7 +22,6 @@ import spaces
 from attn import BUNDLED, REGISTRY, AttnError, Engine, View
 from attn.errors import echo
 from attn.figures import layer_kind
-from attn.heatmap import heatmap_html
 from attn.render import FigureCache
 from attn.highlight import continuation_html, token_html, top_k_html
 from attn.weights import BOS_MODE_HELP, check_view, head_label, parse_head, row
@@ -158,7 +157,7 @@ def render_view(key: dict | None, layer, head, bos, show_all):
     return (
         svg_html(FIGURES.line_svg(analysis, view), alt, "attn-figure"),
         token_html(analysis, view),
-        heatmap_html(analysis, view.head, view.bos, current_layer=view.layer),
+        FIGURES.heatmap(analysis, view),
         info,
         share_query(analysis.prompt, analysis.model, view.layer, view.head, view.bos, view.show_all),
     )

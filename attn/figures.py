@@ -12,11 +12,20 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from dataclasses import dataclass
+from functools import lru_cache
 
 import matplotlib
 import numpy as np
-from matplotlib.collections import LineCollection
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_svg import RendererSVG
+from matplotlib.colors import to_rgb, to_rgba
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.patches import BoxStyle
+from matplotlib.path import Path
+from matplotlib.text import Text
+from matplotlib.transforms import IdentityTransform
 
 from .analysis import Analysis
 from .weights import View, check_view, head_label, matrix, row
@@ -26,6 +35,7 @@ logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 BLUE = "#1f5fbf"
 GRAY = "#b8b8b8"
 PREDICTED = "#0a7d32"
+PREDICTED_FILL = "#e6f4ea"
 MIN_WIDTH, MAX_WIDTH = 0.0, 5.0  # the lab's line thickness range
 MAX_LABEL_CHARS = 12
 
@@ -87,6 +97,23 @@ def _layout(cols: list[int]) -> tuple[list[float], list[tuple[float, int]]]:
     return xs, gaps
 
 
+@dataclass(frozen=True)
+class Label:
+    """One piece of text: at (x, y) in data units, or in figure fractions when `on_figure`."""
+
+    x: float
+    y: float
+    text: str
+    size: float
+    va: str = "baseline"  # "bottom" | "top" | "baseline"
+    ha: str = "center"  # "center" | "left"
+    color: str = "black"
+    weight: str = "normal"
+    style: str = "normal"
+    boxed: bool = False  # the predicted token's rounded green box
+    on_figure: bool = False
+
+
 def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Figure:
     """The lab's figure for one layer and head mode."""
     view = check_view(analysis, view)
@@ -113,10 +140,7 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
     width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, 16.0))
     fig = Figure(figsize=(width, 3.6 + 0.25 * len(notes)), dpi=100)
     left = 0.95 / width  # room for the row titles, whatever the width
-    ax = fig.add_axes((left, 0.12 + 0.05 * len(notes), 0.99 - left, 0.66))
-    ax.set_xlim(-0.7, xs[-1] + 0.7)
-    ax.set_ylim(-0.25, 1.25)
-    ax.axis("off")
+    bottom = 0.12 + 0.05 * len(notes)
     fontsize = 12 if len(cols) <= 16 else 10 if len(cols) <= 24 else 9
     label_chars = MAX_LABEL_CHARS if len(cols) <= 16 else 9
 
@@ -132,41 +156,146 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
         w = float(mat[i, j]) if mat is not None else float(weights[j])
         if w <= 0 or (j == 0 and view.bos == "hide"):
             continue
-        segments.append([(col_x[i], 1.0), (col_x[j], 0.0)])
+        segments.append(((col_x[i], 1.0), (col_x[j], 0.0)))
         widths.append(MIN_WIDTH + w * (MAX_WIDTH - MIN_WIDTH))
         colors.append(GRAY if j == 0 else BLUE)
-    if segments:
-        ax.add_collection(LineCollection(segments, linewidths=widths, colors=colors, alpha=0.7))
 
-    text = dict(ha="center", fontsize=fontsize, parse_math=False)
+    labels = []
     for c, x in zip(cols, xs):
         out = analysis.next_token if c == last else analysis.tokens[c + 1]
-        is_pred = c == last
-        ax.text(
-            x, 1.07, visible(out, label_chars), va="bottom",
-            color=PREDICTED if is_pred else "black", fontweight="bold" if is_pred else "normal",
-            bbox=dict(boxstyle="round,pad=0.2", fc="#e6f4ea", ec=PREDICTED) if is_pred else None,
-            **text,
-        )
-        bos = c == 0
-        ax.text(
-            x, -0.07, visible(analysis.tokens[c], label_chars), va="top",
-            color="#777777" if bos else "black", fontstyle="italic" if bos else "normal", **text,
-        )
+        is_pred, bos = c == last, c == 0
+        labels.append(Label(
+            x, 1.07, visible(out, label_chars), fontsize, va="bottom",
+            color=PREDICTED if is_pred else "black", weight="bold" if is_pred else "normal", boxed=is_pred,
+        ))
+        labels.append(Label(
+            x, -0.07, visible(analysis.tokens[c], label_chars), fontsize, va="top",
+            color="#777777" if bos else "black", style="italic" if bos else "normal",
+        ))
     for x, hidden in gaps:
-        ax.text(x - 0.2, -0.07, "⋯", ha="center", va="top", fontsize=9, color="#888888")
-        ax.text(x - 0.2, -0.2, str(hidden), ha="center", va="top", fontsize=6, color="#888888")
-    fig.text(0.005, 0.12 + 0.05 * len(notes) + 0.66 * (1.07 + 0.25) / 1.5, "Output:",
-             fontsize=12, fontweight="bold", va="bottom")
-    fig.text(0.005, 0.12 + 0.05 * len(notes) + 0.66 * (0.25 - 0.07) / 1.5, "Input:",
-             fontsize=12, fontweight="bold", va="top")
-    fig.suptitle(
-        f"{title}\n{analysis.model} predicts {visible(analysis.next_token, 24)!r}",
-        fontsize=12, y=0.98, parse_math=False,  # a predicted '$$' is text, not mathtext
-    )
+        labels.append(Label(x - 0.2, -0.07, "⋯", 9, va="top", color="#888888"))
+        labels.append(Label(x - 0.2, -0.2, str(hidden), 6, va="top", color="#888888"))
+    row_title = dict(size=12, ha="left", weight="bold", on_figure=True)
+    labels.append(Label(0.005, bottom + 0.66 * (1.07 + 0.25) / 1.5, "Output:", va="bottom", **row_title))
+    labels.append(Label(0.005, bottom + 0.66 * (0.25 - 0.07) / 1.5, "Input:", va="top", **row_title))
+    for k, line in enumerate((title, f"{analysis.model} predicts {visible(analysis.next_token, 24)!r}")):
+        labels.append(Label(0.5, 0.98 - k * 0.2 / fig.get_figheight(), line, 12, va="top", on_figure=True))
     for k, note in enumerate(notes):
-        fig.text(0.01, 0.02 + 0.05 * k, note, fontsize=9, color="#555555", parse_math=False)
+        labels.append(Label(0.01, 0.02 + 0.05 * k, note, 9, ha="left", color="#555555", on_figure=True))
+
+    fig.add_artist(Diagram(
+        box=(left, bottom, 0.99 - left, 0.66), xlim=(-0.7, xs[-1] + 0.7), ylim=(-0.25, 1.25),
+        segments=segments, widths=widths, colors=colors, labels=labels,
+    ))
     return fig
+
+
+class Diagram(Artist):
+    """The whole diagram drawn straight onto matplotlib's renderer (SVG or Agg).
+
+    A matplotlib Text artist in an Axes costs about half a millisecond to build, lay out
+    and write; this draws the same labels for a few microseconds each, so drawing a view
+    costs milliseconds and a slider move never waits for a figure. Text stays text: the
+    SVG backend writes each label as a centred <text> (XML-escaped, never mathtext).
+    """
+
+    def __init__(self, *, box, xlim, ylim, segments, widths, colors, labels):
+        super().__init__()
+        self.box, self.xlim, self.ylim = box, xlim, ylim
+        self.segments, self.widths, self.colors = segments, widths, colors
+        self.labels = labels
+
+    def draw(self, renderer):
+        to_display = self.figure.transFigure.transform
+        gc = renderer.new_gc()
+        if self.segments:
+            ends = to_display(self._to_figure(np.asarray(self.segments, dtype=float).reshape(-1, 2)))
+            gc.set_alpha(0.7)
+            for (a, b), width, color in zip(ends.reshape(-1, 2, 2), self.widths, self.colors):
+                gc.set_linewidth(width)
+                gc.set_foreground(_rgba(color), isRGBA=True)
+                renderer.draw_path(gc, Path([a, b]), IdentityTransform())
+            gc.set_alpha(1.0)
+        labels = self.labels
+        points = np.array([(lb.x, lb.y) for lb in labels], dtype=float).reshape(-1, 2)
+        in_data = np.array([not lb.on_figure for lb in labels], dtype=bool)
+        points[in_data] = self._to_figure(points[in_data])
+        points = to_display(points)
+        anchor = Text(transform=IdentityTransform())  # where the SVG backend centres the text
+        svg_anchors = isinstance(renderer, RendererSVG) and matplotlib.rcParams["svg.fonttype"] == "none"
+        flip = renderer.get_canvas_width_height()[1] if renderer.flipy() else None
+        for label, (x, y) in zip(labels, points):
+            prop = _font(label.size, label.weight, label.style)
+            ascent, descent = _vertical_metrics(renderer, prop)
+            y += descent if label.va == "bottom" else -ascent if label.va == "top" else 0.0  # the baseline
+            start = x
+            if label.ha == "center" and (label.boxed or not svg_anchors):
+                start = x - _width(renderer, label.text, prop) / 2
+            if label.boxed:
+                _draw_box(renderer, start, y - descent, 2 * (x - start), ascent + descent, prop)
+            gc.set_foreground(_rgba(label.color), isRGBA=True)
+            anchor.set_position((x, y))
+            if anchor.get_horizontalalignment() != label.ha:
+                anchor.set_horizontalalignment(label.ha)
+            renderer.draw_text(
+                gc, start, y if flip is None else flip - y, label.text, prop, 0, ismath=False, mtext=anchor
+            )
+        gc.restore()
+        self.stale = False
+
+    def _to_figure(self, xy: np.ndarray) -> np.ndarray:
+        """Data units (the lab's axes: columns along x, Input at y=0, Output at y=1) to
+        figure fractions."""
+        (x0, x1), (y0, y1), (bl, bb, bw, bh) = self.xlim, self.ylim, self.box
+        return np.column_stack((bl + (xy[:, 0] - x0) / (x1 - x0) * bw, bb + (xy[:, 1] - y0) / (y1 - y0) * bh))
+
+
+@lru_cache(maxsize=64)
+def _rgba(color: str) -> tuple[float, float, float, float]:
+    return to_rgba(color)
+
+
+def _draw_box(renderer, x, y, width, height, prop) -> None:
+    """The predicted token's box: rounded, padded by 0.2 of the font size."""
+    size = renderer.points_to_pixels(prop.get_size_in_points())
+    path = BoxStyle("round", pad=0.2)(x, y, width, height, size)
+    box = renderer.new_gc()
+    box.set_foreground(PREDICTED)
+    box.set_linewidth(1.0)
+    renderer.draw_path(box, path, IdentityTransform(), to_rgb(PREDICTED_FILL))
+    box.restore()
+
+
+@lru_cache(maxsize=64)
+def _font(size: float, weight: str, style: str) -> FontProperties:
+    return FontProperties(size=size, weight=weight, style=style)
+
+
+# Text metrics depend only on the string, the font and the renderer's scale: cache them
+# (bounded), since the same token labels come back in every view of a prompt.
+_METRICS: dict = {}
+_METRICS_MAX = 20_000
+
+
+def _measure(renderer, text: str, prop: FontProperties) -> tuple[float, float, float]:
+    key = (type(renderer).__name__, renderer.points_to_pixels(1.0), text, prop.get_size_in_points(),
+           prop.get_weight(), prop.get_style())
+    found = _METRICS.get(key)
+    if found is None:
+        if len(_METRICS) >= _METRICS_MAX:
+            _METRICS.clear()
+        found = _METRICS[key] = renderer.get_text_width_height_descent(text, prop, ismath=False)
+    return found
+
+
+def _width(renderer, text: str, prop: FontProperties) -> float:
+    return _measure(renderer, text, prop)[0]
+
+
+def _vertical_metrics(renderer, prop: FontProperties) -> tuple[float, float]:
+    """(ascent, descent) of a line, as matplotlib's own text layout measures it ("lp")."""
+    _, h, d = _measure(renderer, "lp", prop)
+    return h - d, d
 
 
 def to_svg(fig: Figure) -> bytes:

@@ -47,11 +47,16 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def heatmap_html(analysis: Analysis, head="mean", bos: str = "gray", current_layer: int | None = None) -> str:
+def heatmap_html(
+    analysis: Analysis, head="mean", bos: str = "gray", current_layer: int | None = None,
+    *, grid: str | None = None,
+) -> str:
+    """The overview with `current_layer` marked. `grid` is `heatmap_grid(analysis, head,
+    bos)`, the costly part, the same for every layer: a caller may cache it."""
     head = parse_head(head)
     data = overview(analysis, head, bos)
-    rgb = _colours(data, bos)
-    n_layers, n = data.shape
+    if grid is None:
+        grid = heatmap_grid(analysis, head, bos)
     labels = []
     for i, kind in enumerate(analysis.layer_types):
         style = "font-weight:bold;color:#b3261e;" if kind == "global" else "color:#444;"
@@ -61,10 +66,14 @@ def heatmap_html(analysis: Analysis, head="mean", bos: str = "gray", current_lay
             f'<div class="attn-hm-layer" data-layer="{i}" style="height:{ROW_PX}px;line-height:{ROW_PX}px;'
             f'font-size:11px;padding-right:4px;text-align:right;{style}">{i} {"G" if kind == "global" else "L"}</div>'
         )
-    if n <= CELL_LIMIT:
-        grid = _cell_grid(analysis, data, rgb, current_layer)
-    else:
-        grid = _image_grid(rgb, n_layers)
+    marker = ""
+    if current_layer is not None and 0 <= current_layer < len(analysis.layer_types):
+        marker = (
+            f'<div class="attn-hm-current" style="position:absolute;left:0;top:{current_layer * ROW_PX}px;'
+            f'width:{_grid_width(analysis.num_tokens)};height:{ROW_PX}px;box-sizing:border-box;'
+            'border:2px solid #e8710a;pointer-events:none"></div>'
+        )
+    fit = "width:max-content" if analysis.num_tokens <= CELL_LIMIT else ""  # cells scroll, the image fits
     strongest = np.argsort(-data[:, 1:].mean(axis=0), kind="stable")[:8] + 1
     top = ", ".join(f"{escape(repr(visible(analysis.tokens[i], 20)))} ({data[:, i].mean():.2f})" for i in strongest)
     bos_note = "" if bos == "exclude" else " The gray first column is &lt;BOS&gt; (gray scale of its own)."
@@ -76,25 +85,44 @@ def heatmap_html(analysis: Analysis, head="mean", bos: str = "gray", current_lay
         f"L = local (sliding window).{bos_note}</div>"
         '<div style="display:flex;align-items:flex-start">'
         f'<div style="flex:0 0 auto">{"".join(labels)}</div>'
-        f'<div style="flex:1 1 auto;overflow-x:auto">{grid}</div></div>'
+        f'<div style="flex:1 1 auto;overflow-x:auto"><div style="position:relative;{fit}">'
+        f"{marker}{grid}</div></div></div>"
         f'<div style="font-size:12px;color:#555;margin-top:4px">Most attended on average over layers: {top}.</div>'
         "</div>"
     )
 
 
-def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray, current_layer: int | None) -> str:
+def heatmap_grid(analysis: Analysis, head="mean", bos: str = "gray") -> str:
+    """The cells (or, past CELL_LIMIT tokens, the image) and the token ticks."""
+    head = parse_head(head)
+    data = overview(analysis, head, bos)
+    rgb = _colours(data, bos)
+    if data.shape[1] <= CELL_LIMIT:
+        return _cell_grid(analysis, data, rgb)
+    return _image_grid(rgb, data.shape[0])
+
+
+def _cell_width(n: int) -> int:
+    return max(12, min(40, 900 // max(n, 1)))
+
+
+def _grid_width(n: int) -> str:
+    return f"{n * _cell_width(n)}px" if n <= CELL_LIMIT else "100%"
+
+
+def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray) -> str:
     n_layers, n = data.shape
-    cell_w = max(12, min(40, 900 // max(n, 1)))
+    cell_w = _cell_width(n)
+    names = [escape(repr(t), quote=True) for t in analysis.tokens]
+    colours, values = rgb.tolist(), data.tolist()
     rows = []
     for layer in range(n_layers):
-        outline = "outline:2px solid #e8710a;outline-offset:-1px;" if layer == current_layer else ""
         cells = "".join(
-            f'<i title="layer {layer}, {escape(repr(analysis.tokens[j]), quote=True)} (#{j}): {data[layer, j]:.4f}" '
-            f'style="display:inline-block;width:{cell_w}px;height:{ROW_PX}px;'
-            f'background:rgb({rgb[layer, j, 0]},{rgb[layer, j, 1]},{rgb[layer, j, 2]})"></i>'
-            for j in range(n)
+            f'<i title="layer {layer}, {names[j]} (#{j}): {values[layer][j]:.4f}" '
+            f'style="display:inline-block;width:{cell_w}px;height:{ROW_PX}px;background:rgb({r},{g},{b})"></i>'
+            for j, (r, g, b) in enumerate(colours[layer])
         )
-        rows.append(f'<div style="white-space:nowrap;width:max-content;height:{ROW_PX}px;font-size:0;{outline}">{cells}</div>')
+        rows.append(f'<div style="white-space:nowrap;width:max-content;height:{ROW_PX}px;font-size:0">{cells}</div>')
     ticks = "".join(
         f'<span style="display:inline-block;width:{cell_w}px;height:90px;position:relative">'
         f'<span style="position:absolute;left:{cell_w // 2}px;top:2px;transform:rotate(60deg);'

@@ -1,9 +1,10 @@
-"""Rendered line diagrams, cached, with the neighbouring layers drawn ahead of time.
+"""Rendered views, cached, with the neighbouring layers drawn ahead of time.
 
-A matplotlib figure costs tens of milliseconds; a slider move should cost a lookup. After
-a view is shown, one background worker draws the views likely to come next (every other
-layer, then the other head and BOS modes), abandoning them as soon as another view is
-asked for.
+A line diagram costs a few milliseconds and the heatmap's cells about two; a slider move
+should cost a lookup. After a view is shown, one background worker draws the views likely
+to come next (every other layer, then the other head and BOS modes), abandoning them as
+soon as another view is asked for. The heatmap's grid is the same for every layer, so it
+is kept per head and BOS mode and only the current-layer mark is redrawn.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import replace
 from .analysis import Analysis
 from .cache import ByteLRU
 from .figures import line_diagram, to_svg
+from .heatmap import heatmap_grid, heatmap_html
 from .weights import BOS_MODES, View, check_view
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class FigureCache:
     def __init__(self, max_bytes: int = 64 << 20, prefetch: bool = True):
-        self.cache: ByteLRU[bytes] = ByteLRU(max_bytes, size_of=len)
+        self.cache: ByteLRU[bytes | str] = ByteLRU(max_bytes, size_of=len)
         self.prefetch_enabled = prefetch
         self._pending: tuple[Analysis, View] | None = None
         self._wake = threading.Event()
@@ -43,6 +45,15 @@ class FigureCache:
             return to_svg(line_diagram(analysis, view))
 
         return self.cache.get_or_compute(self._key(analysis, view), draw)
+
+    def _grid(self, analysis: Analysis, view: View) -> str:
+        key = (analysis.model, analysis.prompt, "heatmap", view.head, view.bos)
+        return self.cache.get_or_compute(key, lambda: heatmap_grid(analysis, view.head, view.bos))
+
+    def heatmap(self, analysis: Analysis, view: View) -> str:
+        """The all-layers overview for this view, with its layer marked."""
+        view = check_view(analysis, view)
+        return heatmap_html(analysis, view.head, view.bos, current_layer=view.layer, grid=self._grid(analysis, view))
 
     def line_svg(self, analysis: Analysis, view: View) -> bytes:
         view = check_view(analysis, view)
@@ -79,6 +90,7 @@ class FigureCache:
                     continue
                 try:
                     self._draw(analysis, other)
+                    self._grid(analysis, other)
                 except Exception:  # a background nicety must never take the server down
                     log.exception("prefetch of %s failed", other)
                     break

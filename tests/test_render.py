@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 
@@ -70,3 +71,91 @@ def test_likely_next_views_start_with_the_neighbouring_layers_then_other_modes(t
     last_layer_move = max(i for i, v in enumerate(order) if v.layer != 7)
     first_mode_change = min(i for i, v in enumerate(order) if v.layer == 7)
     assert last_layer_move < first_mode_change
+
+
+# ---- the line diagram's geometry -------------------------------------------------------
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def svg_lines(svg: bytes) -> list[tuple[str, tuple[float, float], tuple[float, float]]]:
+    """(stroke colour, top end, bottom end) of every attention line (SVG y grows down)."""
+    out = []
+    for el in ET.fromstring(svg).iter():
+        style = el.get("style", "")
+        if el.tag.endswith("path") and "stroke-width" in style and ("#1f5fbf" in style or "#b8b8b8" in style):
+            x0, y0, x1, y1 = map(float, NUMBER.findall(el.get("d"))[:4])
+            colour = "blue" if "#1f5fbf" in style else "gray"
+            out.append((colour, *sorted([(x0, y0), (x1, y1)], key=lambda p: p[1])))
+    return out
+
+
+def svg_labels(svg: bytes) -> list[tuple[str, float, float, str]]:
+    """(text, x, baseline y, style) of every label."""
+    return [
+        (el.text, float(el.get("x")), float(el.get("y")), el.get("style"))
+        for el in ET.fromstring(svg).iter()
+        if el.tag.endswith("text")
+    ]
+
+
+def test_every_line_runs_from_the_prediction_to_the_centre_of_its_input_label(thirsty):
+    svg = FigureCache(prefetch=False).line_svg(thirsty, View(layer=12))
+    labels, lines = svg_labels(svg), svg_lines(svg)
+    (pred,) = [lb for lb in labels if "#0a7d32" in lb[3]]  # the predicted token, green and bold
+    assert pred[0] == " water" and "font-weight: 700" in pred[3] and "text-anchor: middle" in pred[3]
+    inputs = [lb for lb in labels if lb[2] > pred[2] + 50 and "text-anchor: middle" in lb[3]]
+    assert len(lines) == thirsty.num_tokens  # one line per prompt token, BOS included
+    for colour, top, bottom in lines:
+        assert top[0] == pytest.approx(pred[1], abs=0.01)
+        below = [lb for lb in inputs if lb[1] == pytest.approx(bottom[0], abs=0.01) and lb[2] > bottom[1]]
+        assert len(below) == 1, f"no label under the line ending at x={bottom[0]}"
+        assert (colour == "gray") == (below[0][0] == "<BOS>")
+
+
+def test_line_widths_follow_the_weights_the_lab_way(thirsty):
+    from attn.weights import row
+
+    view = View(layer=12)
+    svg = FigureCache(prefetch=False).line_svg(thirsty, view)
+    widths = sorted(
+        float(re.search(r"stroke-width: ([\d.]+)", el.get("style")).group(1))
+        for el in ET.fromstring(svg).iter()
+        if el.tag.endswith("path") and "stroke-width" in el.get("style", "") and "#e6f4ea" not in el.get("style")
+    )
+    expected = sorted(5.0 * float(w) for w in row(thirsty, view) if w > 0)  # min 0, max 5
+    assert widths == pytest.approx(expected, rel=1e-3, abs=1e-3)
+
+
+def test_the_png_export_draws_the_same_diagram(thirsty):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from attn.figures import line_diagram, to_png
+
+    fig = line_diagram(thirsty, View(layer=12))
+    image = np.asarray(Image.open(io.BytesIO(to_png(fig))).convert("RGB")).astype(int)
+    assert image.shape[:2] == (int(fig.get_figheight() * 100), int(fig.get_figwidth() * 100))
+    bluish = (image[..., 2] - image[..., 0] > 60).sum()  # the attention lines
+    greenish = ((image[..., 1] - image[..., 0] > 60) & (image[..., 1] - image[..., 2] > 30)).sum()  # the prediction
+    dark = (image.sum(axis=-1) < 200).sum()  # black label text
+    assert bluish > 200 and greenish > 20 and dark > 500
+
+
+# ---- the heatmap: one grid per head and BOS mode, the layer mark redrawn ----------------
+
+
+def test_the_heatmap_grid_is_built_once_for_every_layer_and_the_mark_moves(thirsty):
+    figures = FigureCache(prefetch=False)
+    at3 = figures.heatmap(thirsty, View(layer=3))
+    at4 = figures.heatmap(thirsty, View(layer=4))
+    assert len(figures.cache) == 1  # one grid, shared by both layers
+    grid = figures._grid(thirsty, View(layer=0))
+    assert grid in at3 and grid in at4
+    for html, layer in ((at3, 3), (at4, 4)):
+        assert f'class="attn-hm-current" style="position:absolute;left:0;top:{16 * layer}px' in html
+        assert re.findall(r'data-layer="(\d+)"[^>]*background:#fde7d4', html) == [str(layer)]
+    figures.heatmap(thirsty, View(layer=4, head="max"))
+    assert len(figures.cache) == 2
