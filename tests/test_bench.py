@@ -1,0 +1,35 @@
+"""The GPU sizing script runs its whole path (build, save, load_spec, engine, timings)
+on the CPU with small shapes, so it still works on the day a GPU is lent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_the_gpu_sizing_script_runs_end_to_end_on_the_cpu_with_tiny_shapes(bundled, tmp_path):
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "ATTN_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+    env.pop("HF_TOKEN", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["dtype"], result["attn_device"]) == ("float32", "cpu")
+    sizes = result["sizes"]
+    assert [s.get("error") for s in sizes] == [None] * 3
+    assert sizes[0]["tokens"] == 37 and sizes[-1]["tokens"] > 512  # past the sliding window
+    for s in sizes:
+        assert 0 < s["integrity_check_s"] < s["analysis_s"]
+        assert s["ratio_analysis_vs_bare"] > 0
+    # Same weights in float32 both ways on the CPU: the comparison must find no drift.
+    drift = result["served_vs_float32"]
+    assert drift["dtype"] == "float32" and drift["max_abs"] == 0 and drift["same_next_token"]
+    assert result["suggested_duration_s"] >= 10
+    assert "suggested @spaces.GPU(duration=" in proc.stdout
