@@ -53,6 +53,7 @@ GEMMA_3_1B = dict(
     max_position_embeddings=32768,
     rms_norm_eps=1e-6,
 )
+GEMMA_3_1B_PARAMS = 999_885_952  # the published size of Gemma 3 1B (tied embeddings)
 TINY = dict(GEMMA_3_1B, hidden_size=32, intermediate_size=64, head_dim=16, query_pre_attn_scalar=16)
 
 
@@ -163,6 +164,8 @@ def main() -> int:
         assert globals_ == [5, 11, 17, 23], globals_
         assert (loaded.dtype, loaded.device.split(":")[0]) == (("bfloat16", "cuda") if cuda else ("float32", "cpu"))
         model = loaded.model
+        results["params"] = sum(p.numel() for p in model.parameters())
+        assert args.tiny or results["params"] == GEMMA_3_1B_PARAMS, results["params"]
         print(f"built in {results['build_s']:.1f} s, loaded in {results['load_s']:.1f} s as {loaded.dtype} on {loaded.device}")
 
         first = True

@@ -10,6 +10,19 @@ import sys
 
 from conftest import ROOT
 
+sys.path.insert(0, str(ROOT / "bench"))
+from gpu import GEMMA_3_1B, GEMMA_3_1B_PARAMS  # noqa: E402
+
+
+def test_the_sizing_model_has_gemma_3_1b_s_published_size_and_layer_pattern():
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    with torch.device("meta"):  # shapes only, no memory
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**GEMMA_3_1B))
+    assert sum(p.numel() for p in model.parameters()) == GEMMA_3_1B_PARAMS
+    assert [i for i, t in enumerate(model.config.layer_types) if t == "full_attention"] == [5, 11, 17, 23]
+
 
 def test_the_gpu_sizing_script_runs_end_to_end_on_the_cpu_with_tiny_shapes(bundled, tmp_path):
     out = tmp_path / "gpu.json"
