@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -298,12 +299,17 @@ def _vertical_metrics(renderer, prop: FontProperties) -> tuple[float, float]:
     return h - d, d
 
 
+_SVG_SETTINGS = threading.Lock()
+
+
 def to_svg(fig: Figure) -> bytes:
     """SVG with real <text> (not glyph paths): about 4x faster than PNG here, crisp at any
     zoom, and the browser's fonts cover emoji and CJK that matplotlib's fonts lack.
     Text is XML-escaped by matplotlib's SVG writer."""
     buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "attn"}):
+    # rc_context changes process-wide settings: two threads drawing at once (a request and
+    # the prefetcher) could restore them under each other and write text as glyph paths.
+    with _SVG_SETTINGS, matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "attn"}):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             fig.savefig(buf, format="svg")

@@ -159,3 +159,19 @@ def test_the_heatmap_grid_is_built_once_for_every_layer_and_the_mark_moves(thirs
         assert re.findall(r'data-layer="(\d+)"[^>]*background:#fde7d4', html) == [str(layer)]
     figures.heatmap(thirsty, View(layer=4, head="max"))
     assert len(figures.cache) == 2
+
+
+def test_figures_drawn_on_many_threads_at_once_keep_their_labels_as_text(thirsty):
+    """A request and the prefetcher draw at the same time; matplotlib's SVG settings are
+    process-wide, and a race once turned a figure's labels into glyph paths."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from attn.figures import line_diagram, to_svg
+
+    def draw(i):
+        svg = to_svg(line_diagram(thirsty, View(layer=i % thirsty.num_layers, head=i % 3)))
+        return len(svg_labels(svg))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        counts = list(pool.map(draw, range(240)))
+    assert min(counts) >= 2 * thirsty.num_tokens  # both rows of labels, every time
