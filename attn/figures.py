@@ -4,7 +4,8 @@ The line diagram keeps the lab's look (Output row over Input row, one blue line 
 weight, width proportional to weight, BOS lines gray) but scales: beyond `max_columns`
 tokens it shows the most-attended ones in prompt order, marks hidden runs with "⋯",
 and says how many are hidden. Figures are built on `Figure` directly (no pyplot global
-state), so concurrent requests never share a canvas.
+state), so concurrent requests never share a canvas; saving takes a lock, because the
+settings it needs (rcParams, warning filters) are process-wide.
 """
 
 from __future__ import annotations
