@@ -60,16 +60,18 @@ def token_html(analysis: Analysis, view: View) -> str:
         f"how much the position predicting <b>{escape(repr(analysis.next_token))}</b> attends to each token. "
         "Hover a token for its exact weight."
     )
-    legend = (
-        '<div class="attn-legend" style="display:flex;align-items:center;gap:6px;font-size:12px;color:#555;margin-top:6px">'
-        '<span>0</span><span style="display:inline-block;width:120px;height:10px;'
+    group = '<span style="display:inline-flex;align-items:center;gap:6px;white-space:nowrap">'
+    legend = (  # three groups that wrap as wholes on a narrow screen
+        '<div class="attn-legend" style="display:flex;flex-wrap:wrap;align-items:center;column-gap:18px;'
+        'row-gap:4px;font-size:12px;color:#555;margin-top:6px">'
+        f'{group}<span>0</span><span style="display:inline-block;width:120px;height:10px;'
         f'background:linear-gradient(to right,rgba({SHADE[0]},{SHADE[1]},{SHADE[2]},0),'
         f'rgb({SHADE[0]},{SHADE[1]},{SHADE[2]}));border:1px solid #ccc"></span>'
-        f"<span>{scale:.3f} (strongest non-BOS token)</span>"
-        '<span style="margin-left:12px;border:1px dashed #888;background:#eee;padding:0 3px">&lt;BOS&gt;</span>'
-        "<span>attention sink, shown apart</span>"
-        '<span style="margin-left:12px;border:2px solid #0a7d32;background:#e6f4ea;padding:0 3px">next</span>'
-        "<span>predicted token</span></div>"
+        f"<span>{scale:.3f} (strongest non-BOS token)</span></span>"
+        f'{group}<span style="border:1px dashed #888;background:#eee;padding:0 3px">&lt;BOS&gt;</span>'
+        "<span>attention sink, shown apart</span></span>"
+        f'{group}<span style="border:2px solid #0a7d32;background:#e6f4ea;padding:0 3px">next</span>'
+        "<span>predicted token</span></span></div>"
     )
     return (
         '<div class="attn-html" style="font-family:ui-sans-serif,system-ui,sans-serif">'
