@@ -276,15 +276,6 @@ def child_main(args) -> None:
     out["tokens"] = len(ids)
     max_tokens = max(4096, len(ids))
 
-    def bare():
-        x = torch.tensor([ids], device=loaded.device)
-        t0 = now()
-        with torch.inference_mode():
-            res = loaded.model(x, output_attentions=True)
-        dt = now() - t0
-        del res
-        return dt
-
     # Warm-up on the short passage (one-time kernel set-up); negligible memory.
     with torch.inference_mode():
         loaded.model(torch.tensor([inference.encode(tok, ARTIST)[0]]), output_attentions=True)
@@ -298,7 +289,7 @@ def child_main(args) -> None:
         if r == 0:
             out["rss_after_analyze"] = peak_rss()  # peak of load + one analysis
             out["rss_now_after_analyze"] = current_rss()
-        out["bare_s"].append(bare())
+        out["bare_s"].append(bare_forward(loaded, ids))
         if r == 0:
             out["rss_after_bare"] = peak_rss()
     out["ru_maxrss_inherited"] = maxrss_bytes()

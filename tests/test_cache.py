@@ -89,6 +89,18 @@ def test_get_or_compute_computes_once_then_serves_the_cache():
     assert (stats.misses, stats.hits) == (1, 1)
 
 
+def race(workers, started: threading.Event) -> None:
+    """Start the first worker, wait until its computation runs, then start the rest
+    (they arrive while it is in flight) and wait for all."""
+    threads = [threading.Thread(target=w) for w in workers]
+    threads[0].start()
+    started.wait(5)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+
 def test_concurrent_requests_for_one_key_compute_it_once():
     cache = sized_cache(1000)
     calls = []
@@ -105,13 +117,7 @@ def test_concurrent_requests_for_one_key_compute_it_once():
     def worker(i):
         results[i] = cache.get_or_compute("same", slow)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    threads[0].start()
-    started.wait(5)
-    for t in threads[1:]:
-        t.start()
-    for t in threads:
-        t.join(10)
+    race([lambda i=i: worker(i) for i in range(8)], started)
     assert len(calls) == 1
     assert all(r is results[0] for r in results) and results[0] == b"answer"
 
@@ -159,13 +165,7 @@ def test_a_failed_computation_reaches_every_waiter_and_is_not_cached():
         except RuntimeError as exc:
             errors.append(str(exc))
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    threads[0].start()
-    started.wait(5)
-    for t in threads[1:]:
-        t.start()
-    for t in threads:
-        t.join(10)
+    race([worker] * 4, started)
     assert errors == ["model exploded"] * 4
     assert "k" not in cache
     assert cache.get_or_compute("k", lambda: b"recovered") == b"recovered"

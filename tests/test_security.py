@@ -108,20 +108,25 @@ def test_a_registry_model_outside_the_enabled_list_is_refused():
 # ---- no remote code ------------------------------------------------------------------------
 
 
+def assert_keyword_only_false(source: str, keyword: str, path) -> None:
+    """Every call in `source` that passes `keyword` passes the literal False, and no
+    `**{...}` literal smuggles it in."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            for kw in node.keywords:
+                if kw.arg == keyword:
+                    assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (path, node.lineno)
+                if kw.arg is None and isinstance(kw.value, ast.Dict):
+                    keys = [k.value for k in kw.value.keys if isinstance(k, ast.Constant)]
+                    assert keyword not in keys, (path, node.lineno)
+
+
 def test_trust_remote_code_is_never_enabled():
     for path in SOURCES:
         source = path.read_text(encoding="utf-8")
         assert not re.search(r"trust_remote_code\s*[=:]\s*(True|1|['\"])", source), path
         assert not re.search(r"['\"]trust_remote_code['\"]\s*:\s*(?!False)", source), path
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Call):
-                for kw in node.keywords:
-                    if kw.arg == "trust_remote_code":
-                        assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (path, node.lineno)
-                    # **kwargs could smuggle it in: only literal dicts without it are allowed
-                    if kw.arg is None and isinstance(kw.value, ast.Dict):
-                        keys = [k.value for k in kw.value.keys if isinstance(k, ast.Constant)]
-                        assert "trust_remote_code" not in keys, (path, node.lineno)
+        assert_keyword_only_false(source, "trust_remote_code", path)
 
 
 def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache():
@@ -238,11 +243,7 @@ def test_the_app_is_never_shared_publicly():
     for path in SOURCES:
         source = path.read_text(encoding="utf-8")
         assert not re.search(r"\bshare\s*=\s*(True|1\b|os\.)", source), path
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Call):
-                for kw in node.keywords:
-                    if kw.arg == "share":
-                        assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (path, node.lineno)
+        assert_keyword_only_false(source, "share", path)
 
 
 def test_the_request_queue_is_bounded():
