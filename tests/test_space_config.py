@@ -1,0 +1,91 @@
+"""The Space's configuration obeys Hugging Face's rules, so the build cannot fail on them.
+
+Facts read on 2026-11-29 from the Spaces documentation and the `spaces` package (0.51.3):
+ZeroGPU runs only the Python and torch versions below (an unsupported python_version
+silently becomes 3.10); gradio comes from `sdk_version` and spaces is platform-managed, so
+neither may be pinned in requirements.txt; `short_description` is refused above 60
+characters; `suggested_hardware: zero-a10g` points duplicators at ZeroGPU.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+ROOT = Path(__file__).resolve().parents[1]
+ZEROGPU_PYTHON = {"3.10.13", "3.12.12"}
+ZEROGPU_TORCH = {"2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0"}
+PLATFORM_PACKAGES = {"gradio", "spaces"}
+SHORT_DESCRIPTION_MAX = 60
+
+
+def front_matter() -> dict:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match, "README.md must start with the Space's YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def requirements(name: str) -> list[Requirement]:
+    """The requirement lines of one file (not following -r includes)."""
+    lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
+    return [Requirement(line.split("#")[0].strip()) for line in lines
+            if line.split("#")[0].strip() and not line.startswith("-")]
+
+
+def pinned_version(req: Requirement) -> str:
+    specs = list(req.specifier)
+    assert len(specs) == 1 and specs[0].operator == "==", f"{req} must be pinned with =="
+    return specs[0].version
+
+
+def test_the_python_version_is_one_zerogpu_runs():
+    assert str(front_matter()["python_version"]) in ZEROGPU_PYTHON
+
+
+@pytest.mark.parametrize("req", requirements("requirements.txt"), ids=str)
+def test_every_requirement_installs_on_the_spaces_python(req):
+    """transformers 5 needs Python >= 3.11: on ZeroGPU's 3.10 its install would fail."""
+    python = str(front_matter()["python_version"])
+    requires = importlib.metadata.metadata(req.name).get("Requires-Python") or ""
+    assert python in SpecifierSet(requires), f"{req.name} requires Python {requires}, the Space runs {python}"
+
+
+def test_torch_is_pinned_to_a_version_zerogpu_supports():
+    torch = [r for r in requirements("requirements.txt") if r.name == "torch"]
+    assert len(torch) == 1
+    assert pinned_version(torch[0]) in ZEROGPU_TORCH
+
+
+def test_the_platform_packages_are_not_pinned_for_the_space():
+    names = {r.name.lower() for r in requirements("requirements.txt")}
+    assert not names & PLATFORM_PACKAGES
+
+
+def test_the_local_install_has_the_platform_packages_at_the_spaces_versions():
+    """`pip install -r requirements-local.txt` runs the demo off Spaces with the same gradio."""
+    local = {r.name.lower(): r for r in requirements("requirements-local.txt")}
+    assert PLATFORM_PACKAGES <= set(local)
+    assert pinned_version(local["gradio"]) == str(front_matter()["sdk_version"])
+    assert "-r requirements.txt" in (ROOT / "requirements-local.txt").read_text(encoding="utf-8")
+
+
+def test_the_front_matter_describes_a_zerogpu_gradio_space():
+    meta = front_matter()
+    assert meta["sdk"] == "gradio"
+    assert (ROOT / meta["app_file"]).is_file()
+    assert meta["suggested_hardware"] == "zero-a10g"
+    assert len(meta["short_description"]) <= SHORT_DESCRIPTION_MAX
+
+
+def test_the_front_matter_names_the_gated_model_the_space_loads():
+    from attn.models import REGISTRY
+
+    hub_ids = {spec.hf_id for spec in REGISTRY.values() if spec.hf_id}
+    assert hub_ids <= set(front_matter()["models"])
