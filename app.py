@@ -36,20 +36,13 @@ MODEL_NAMES = [m for m in (os.environ.get("ATTN_MODELS") or ",".join(REGISTRY)).
 if DEFAULT_MODEL not in MODEL_NAMES:
     DEFAULT_MODEL = MODEL_NAMES[0]
 
-ENGINE = Engine(model_names=MODEL_NAMES)
+# Every model call goes through spaces.GPU (a no-op off ZeroGPU). 10 s: the worst call
+# measured by bench/gpu.py (Gemma 3 1B shapes, bf16, 2048 tokens, weights copied in) took
+# 0.7 s on an H200; a short duration queues sooner on ZeroGPU.
+GPU = spaces.GPU(duration=int(os.environ.get("ATTN_GPU_SECONDS", "10")))
+ENGINE = Engine(model_names=MODEL_NAMES, accelerator=GPU)
 FIGURES = FigureCache(int(os.environ.get("ATTN_FIGURE_CACHE_BYTES", 64 << 20)),
                       prefetch=os.environ.get("ATTN_PREFETCH", "1") != "0")
-
-
-# 10 s: the worst GPU call measured by bench/gpu.py (Gemma 3 1B shapes, bf16, 2048 tokens,
-# weights copied in) took 0.7 s on an H200; a short duration queues sooner on ZeroGPU.
-@spaces.GPU(duration=int(os.environ.get("ATTN_GPU_SECONDS", "10")))
-def gpu_forward(model_name: str, prompt: str):
-    """The only function that needs the accelerator; returns CPU numpy (pickled on ZeroGPU)."""
-    return ENGINE.compute_uncached(model_name, prompt)
-
-
-ENGINE.compute = gpu_forward
 if ON_ZEROGPU:
     # ZeroGPU wants weights placed on cuda at import time, in the main process.
     for _name in MODEL_NAMES:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = int(os.environ.get("ATTN_CACHE_BYTES", str(256 * 1024 * 1024)))
 
 Loader = Callable[[str, Callable[[str], None]], LoadedModel]
+Accelerator = Callable[[Callable], Callable]  # e.g. spaces.GPU(duration=10)
 
 
 class Engine:
@@ -33,6 +34,7 @@ class Engine:
         max_tokens: int = inference.DEFAULT_MAX_TOKENS,
         loader: Loader = models.load,
         model_names: list[str] | None = None,
+        accelerator: Accelerator | None = None,
     ):
         self.max_tokens = max_tokens
         self.cache: ByteLRU[Analysis] = ByteLRU(cache_bytes, size_of=lambda a: a.nbytes)
@@ -44,8 +46,10 @@ class Engine:
         self._load_locks = {name: threading.Lock() for name in self.model_names}
         self._run_locks = {name: threading.Lock() for name in self.model_names}
         self.forward_calls = 0
-        # Where the forward pass runs; the app swaps in a @spaces.GPU wrapper on ZeroGPU.
-        self.compute: Callable[[str, str], Analysis] = self.compute_uncached
+        # On ZeroGPU the accelerator (spaces.GPU) runs the forward pass in a forked worker:
+        # its arguments and result are pickled, and nothing it changes here comes back.
+        # So it gets only what it needs and returns a value; all bookkeeping stays here.
+        self._forward = accelerator(self._forward_outcome) if accelerator else self._forward_outcome
 
     # ---- models -------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
@@ -108,22 +112,29 @@ class Engine:
         return name in self._models
 
     # ---- analysis -----------------------------------------------------------------
-    def compute_uncached(self, model_name: str, prompt: str) -> Analysis:
-        loaded = self.model(model_name)
-        encoded = inference.encode(loaded.tokenizer, prompt, self.max_tokens)  # bad input: no model call
+    def _forward_outcome(self, model_name: str, prompt: str, encoded) -> Analysis | AttnError:
+        """The one forward pass, where the accelerator is. Errors come back as values:
+        spaces would replace a raised one with a bare "ZeroGPU worker error"."""
+        try:
+            return inference.analyze_encoded(self.model(model_name), prompt, encoded)
+        except AttnError as exc:
+            return exc
+        except Exception as exc:
+            log.exception("analysis failed on %s", model_name)
+            return AnalysisFailedError(
+                f"The model failed on this prompt ({type(exc).__name__}); nothing was cached. "
+                "Try again, or try another prompt."
+            )
+
+    def _run(self, model_name: str, prompt: str) -> Analysis:
+        encoded = inference.encode(self.model(model_name).tokenizer, prompt, self.max_tokens)  # bad input: no model call
         with self._run_locks[model_name]:
             # One forward pass per model at a time: bounded memory, no thread thrash.
             self.forward_calls += 1
-            try:
-                return inference.analyze_encoded(loaded, prompt, encoded)
-            except AttnError:
-                raise
-            except Exception as exc:
-                log.exception("analysis failed on %s", model_name)
-                raise AnalysisFailedError(
-                    f"The model failed on this prompt ({type(exc).__name__}); nothing was cached. "
-                    "Try again, or try another prompt."
-                ) from exc
+            outcome = self._forward(model_name, prompt, encoded)
+        if isinstance(outcome, AttnError):
+            raise outcome
+        return outcome
 
     def analyze(self, prompt: str, model_name: str) -> Analysis:
         """Cached analysis. Raises PromptError, UnknownModelError, ModelUnavailableError."""
@@ -133,7 +144,7 @@ class Engine:
             raise PromptError("The prompt must be text.")
         if not prompt.strip():
             raise PromptError("The prompt is empty: type some text to analyse.")
-        return self.cache.get_or_compute((model_name, prompt), lambda: self.compute(model_name, prompt))
+        return self.cache.get_or_compute((model_name, prompt), lambda: self._run(model_name, prompt))
 
     def cached(self, prompt: str, model_name: str) -> Analysis | None:
         return self.cache.get((model_name, prompt))

@@ -143,7 +143,8 @@ def pick_device() -> tuple[str, Any]:
     import torch
 
     wanted = os.environ.get("ATTN_DEVICE")
-    device = wanted or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_zerogpu = bool(os.environ.get("SPACES_ZERO_GPU"))  # a GPU comes with each @spaces.GPU call
+    device = wanted or ("cuda" if on_zerogpu or torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return device, dtype
 
@@ -162,11 +163,15 @@ def load_spec(spec: ModelSpec, progress: Progress = log.info) -> LoadedModel:
         model, tokenizer = _load_bundled(progress, dtype)
     else:
         model, tokenizer = _load_hub(spec, progress, dtype)
-    model.to(device)
-    progress(f"Loaded {spec.label} on {device}")
-    return LoadedModel.wrap(
+    # Probed before the move: on ZeroGPU the main process places weights on cuda but
+    # must not run CUDA (only a @spaces.GPU worker may).
+    loaded = LoadedModel.wrap(
         spec.name, model, tokenizer, source=spec.hf_id or "bundled GGUF", default_layer=spec.default_layer
     )
+    model.to(device)
+    loaded.device = device
+    progress(f"Loaded {spec.label} on {device}")
+    return loaded
 
 
 def _load_bundled(progress: Progress, dtype):

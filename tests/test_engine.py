@@ -107,17 +107,19 @@ def test_the_cache_byte_bound_holds_for_real_analyses(gpt2):
     assert small.cache_stats().evictions >= 1
 
 
-def test_the_swappable_compute_function_is_what_the_cache_calls(tiny_engine):
+def test_the_accelerator_wraps_every_forward_pass_and_nothing_else(gpt2):
+    """How the app hands spaces.GPU to the engine: only uncached passes go through it."""
     seen = []
-    real = tiny_engine.compute
 
-    def on_gpu(model_name, prompt):  # how the app plugs in a ZeroGPU wrapper
-        seen.append((model_name, prompt))
-        return real(model_name, prompt)
+    def accelerator(forward):
+        def on_gpu(model_name, prompt, encoded):
+            seen.append((model_name, prompt))
+            return forward(model_name, prompt, encoded)
+        return on_gpu
 
-    tiny_engine.compute = on_gpu
-    tiny_engine.analyze("hello there", "tiny-gpt2")
-    tiny_engine.analyze("hello there", "tiny-gpt2")
+    engine = Engine(loader=CountingLoader(gpt2), model_names=["tiny-gpt2"], accelerator=accelerator)
+    engine.analyze("hello there", "tiny-gpt2")
+    engine.analyze("hello there", "tiny-gpt2")
     assert seen == [("tiny-gpt2", "hello there")]
 
 

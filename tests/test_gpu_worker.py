@@ -1,0 +1,144 @@
+"""The GPU path the way ZeroGPU runs it: a forked worker, arguments and results pickled.
+
+On ZeroGPU, `spaces.GPU` runs the decorated function in a forked process that it keeps for
+later calls; arguments and the return value cross as pickles, nothing the function changes
+comes back, and an exception other than gr.Error arrives as a bare "ZeroGPU worker error"
+naming only its class (spaces 0.51.3, zero/wrappers.py). `ForkedWorker` does the same here,
+so a value that does not pickle, a mutation that would be lost, or a message that would be
+swallowed fails in this test rather than on the Space.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+import attn.inference
+from attn.engine import Engine
+from attn.errors import AnalysisFailedError, IntegrityError
+from attn.models import BUNDLED
+
+from conftest import THIRSTY
+
+HUNGRY = "Jide was hungry so she went looking for"
+CALL_TIMEOUT_S = 120
+
+
+class ForkedWorker:
+    """A stand-in for `spaces.GPU(duration=...)` on ZeroGPU, minus the GPU."""
+
+    def __init__(self):
+        self.calls = 0
+        self.worker_pids: set[int] = set()
+
+    def __call__(self, task):
+        ctx = multiprocessing.get_context("fork")
+        pipe: dict = {}
+
+        def handler(*args, **kwargs):
+            if "conn" not in pipe:
+                parent, child = ctx.Pipe()
+                process = ctx.Process(target=_serve, args=(task, child), daemon=True)
+                process.start()
+                pipe.update(conn=parent, process=process)
+            self.calls += 1
+            pipe["conn"].send_bytes(pickle.dumps((args, kwargs)))
+            if not pipe["conn"].poll(CALL_TIMEOUT_S):
+                raise TimeoutError("the forked worker did not answer")
+            ok, value, pid = pickle.loads(pipe["conn"].recv_bytes())
+            self.worker_pids.add(pid)
+            if not ok:
+                raise RuntimeError(f"ZeroGPU worker error: {value}")
+            return value
+
+        return handler
+
+
+def _serve(task, conn) -> None:
+    import os
+
+    import torch
+
+    # OpenMP hangs in a child forked after the parent used it; ZeroGPU's worker computes
+    # on CUDA, so this stand-in computes on one CPU thread.
+    torch.set_num_threads(1)
+    while True:
+        args, kwargs = pickle.loads(conn.recv_bytes())
+        try:
+            reply = (True, task(*args, **kwargs), os.getpid())
+            payload = pickle.dumps(reply)
+        except Exception as exc:  # what spaces keeps of it: the class name
+            payload = pickle.dumps((False, type(exc).__name__, os.getpid()))
+        conn.send_bytes(payload)
+
+
+@pytest.fixture
+def forked_engine(bundled_f32):
+    gpu = ForkedWorker()
+    return Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+
+
+def test_an_analysis_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, bundled_f32):
+    engine, gpu = forked_engine
+    remote = engine.analyze(THIRSTY, BUNDLED)
+    local = attn.inference.analyze(bundled_f32, THIRSTY)
+    assert gpu.calls == 1 and gpu.worker_pids and multiprocessing.current_process().pid not in gpu.worker_pids
+    assert remote.next_token == local.next_token == " water"
+    # One CPU thread there, two here: the same numbers up to summation order.
+    np.testing.assert_allclose(remote.last_row, local.last_row, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(remote.full, local.full, rtol=0, atol=1e-3)  # float16
+
+
+def test_forward_passes_are_counted_in_the_main_process(forked_engine):
+    engine, gpu = forked_engine
+    for prompt in (THIRSTY, HUNGRY, THIRSTY):
+        engine.analyze(prompt, BUNDLED)
+    assert engine.forward_calls == gpu.calls == 2
+    assert engine.cache_stats().entries == 2
+
+
+def test_a_prompt_error_costs_no_gpu_call(forked_engine):
+    engine, gpu = forked_engine
+    with pytest.raises(attn.PromptError, match="limit"):
+        engine.analyze("word " * 5000, BUNDLED)
+    assert gpu.calls == 0
+
+
+@pytest.mark.parametrize("fault, expected, message", [
+    (IntegrityError("Layer 3: attention rows sum to 1 ± 2.00e-01 (tolerance 0.0001)."), IntegrityError, "Layer 3"),
+    (MemoryError(), AnalysisFailedError, "The model failed on this prompt \\(MemoryError\\)"),
+], ids=["integrity", "crash"])
+def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeypatch, fault, expected, message):
+    engine, gpu = forked_engine
+
+    def fail(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(attn.inference, "analyze_encoded", fail)  # inherited by the fork
+    with pytest.raises(expected, match=message):
+        engine.analyze(THIRSTY, BUNDLED)
+    assert gpu.calls == 1 and len(engine.cache) == 0
+
+
+def test_the_app_sends_every_analysis_through_the_gpu_decorator_and_counts_it(monkeypatch):
+    """app.py hands spaces.GPU to its engine; /stats counts what the worker ran."""
+    import spaces
+
+    gpu = ForkedWorker()
+    monkeypatch.setattr(spaces, "GPU", lambda **kwargs: gpu)
+    monkeypatch.setenv("ATTN_DEVICE", "cpu")
+    monkeypatch.setenv("ATTN_PREFETCH", "0")
+    sys.modules.pop("app", None)
+    app = importlib.import_module("app")
+    try:
+        first = app.api_analyze(THIRSTY, BUNDLED)
+        again = app.api_analyze(THIRSTY, BUNDLED)
+        assert first == again and first["next_token"] == " water"
+        assert app.api_stats()["forward_calls"] == gpu.calls == 1
+    finally:
+        sys.modules.pop("app", None)
