@@ -9,11 +9,16 @@ The child gets a free port on 127.0.0.1, the caller's ATTN_CACHE_DIR (default
 the real model list (ATTN_MODELS / ATTN_DEFAULT_MODEL removed), and no analytics.
 Its output goes to a log file whose tail is shown when start-up fails (the file is
 removed when the server stops, unless ATTN_TEST_KEEP_LOGS=1).
+
+`ApiClient` is gradio_client's Client as the API tests should use it: it asks again for a
+call that gradio_client 2.7.2 drops (see its docstring), and no failure it raises has an
+empty message.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import json
 import os
 import shutil
@@ -182,6 +187,56 @@ def start_app(attempts: int = 3) -> AppServer:
             if not lost_port_race:  # only a lost port race is worth another try
                 raise
     raise RuntimeError(f"app.py did not start after {attempts} attempts") from last
+
+
+class CallFailed(RuntimeError):
+    """An API call that failed for good; its message says which call and why."""
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, never just `Type: ` (a bare CancelledError or timeout has no message)."""
+    text = str(exc).strip()
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {text or repr(exc) + ' (no message)'}"
+
+
+class ApiClient:
+    """A gradio_client Client that asks again for a call gradio_client dropped.
+
+    Why: gradio_client 2.7.2 reads a session's results on one SSE stream, which the server
+    closes (`close_stream`) once the session has nothing pending. If the caller's next call
+    is registered before the client's reader thread has read that `close_stream` (a reader
+    starved of the GIL by other threads), the reader still closes, and the client ends the
+    new call with a bare `concurrent.futures.CancelledError()`, message "". The server ran
+    the call and logged nothing wrong. `predict()` cannot be cancelled by its caller, so a
+    CancelledError from it is always this race; the endpoints are idempotent and cached, so
+    asking again is safe and costs no second forward pass.
+    """
+
+    def __init__(self, url: str, attempts: int = 3, **kwargs):
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False, **kwargs)
+        self.attempts = attempts
+        self.dropped = 0  # calls gradio_client dropped and this asked again for
+
+    def predict(self, *args, api_name: str):
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self.client.predict(*args, api_name=api_name)
+            except concurrent.futures.CancelledError as exc:
+                if attempt == self.attempts:
+                    raise CallFailed(
+                        f"{api_name}{args!r}: gradio_client dropped the call {attempt} times (a bare "
+                        "CancelledError: its result stream closed first, by the close_stream race "
+                        "or because the server went away)") from exc
+                self.dropped += 1
+            except Exception as exc:
+                if str(exc).strip():
+                    raise
+                raise CallFailed(f"{api_name}{args!r} failed: {describe(exc)}") from exc
+
+    def close(self) -> None:
+        self.client.close()
 
 
 _lock = threading.Lock()
