@@ -7,10 +7,11 @@ noisy, so every target is a ratio against a reference measured in the same run,
 interleaved with it where possible, and each figure is a median over repeats.
 
 1. Start: `python app.py` as a subprocess (free port, no HF_TOKEN), on a converted
-   cache: seconds until GET / answers 200 (target <= 5 s), until /stats says the model
-   is ready, and until a first /analyze (sent as soon as the page answers) comes back.
-   --full adds the first-ever launch on a fresh ATTN_CACHE_DIR (target <= 90 s to
-   ready) and the naive GGUF load (`attn.bundled._load_from_gguf`) vs the cached load.
+   cache, three launches: seconds from process start until a first /analyze of the
+   artist passage (sent as soon as the page answers) comes back (target <= 5 s, the
+   median), until GET / answers 200, and until /stats says the model is ready.
+   --full adds the first-ever launch on a fresh ATTN_CACHE_DIR (target: first /analyze
+   answered <= 30 s) and the naive GGUF load vs the cached load.
 2. Analysis: /analyze through gradio_client (a new prompt each repeat, one word varied
    at the same token count, so no cache answers) and, in this process, app.get_analysis
    + app.render_view, each against a bare `model(input_ids, output_attentions=True)` on
@@ -75,8 +76,8 @@ SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 APP_ENV_DROP = SECRET_ENV + ("ATTN_MODELS", "ATTN_DEFAULT_MODEL", "SPACES_ZERO_GPU", "GRADIO_ROOT_PATH")
 
 # Targets.
-START_HTTP_S = 5.0
-FIRST_LAUNCH_READY_S = 90.0
+START_FIRST_ANSWER_S = 5.0
+FIRST_LAUNCH_ANSWER_S = 30.0
 ANALYSIS_RATIO = 1.5
 SWITCH_SHARE = 0.05
 SWITCH_MS = 100.0
@@ -514,14 +515,16 @@ def phase_start(rep: Report, ctx: dict, launches: int) -> None:
         else:
             ctx["app"] = app
     rep.raw["start.launches"] = runs
-    http = med(r["http_s"] for r in runs)
-    rep.check("1 start", f"second launch: GET / answers 200 <= {START_HTTP_S:.0f} s", fmt_s(http),
-              f"{http / START_HTTP_S:.2f}x the budget (launches: {', '.join(fmt_s(r['http_s']) for r in runs)})",
-              http <= START_HTTP_S)
+    first = med(r["first_analyze_s"] for r in runs)
+    rep.check("1 start", f"second launch: process start -> first /analyze answered (artist passage) "
+              f"<= {START_FIRST_ANSWER_S:.0f} s", fmt_s(first),
+              f"{first / START_FIRST_ANSWER_S:.2f}x the budget (median of {len(runs)} launches: "
+              f"{', '.join(fmt_s(r['first_analyze_s']) for r in runs)}; sent as soon as GET / answered)",
+              first <= START_FIRST_ANSWER_S)
+    rep.check("1 start", "second launch: page answers (GET / 200)", fmt_s(med(r["http_s"] for r in runs)),
+              f"launches: {', '.join(fmt_s(r['http_s']) for r in runs)}", None)
     rep.check("1 start", "second launch: model ready (/stats)", fmt_s(med(r["ready_s"] for r in runs)),
               "from process start", None)
-    rep.check("1 start", "second launch: first /analyze answered", fmt_s(med(r["first_analyze_s"] for r in runs)),
-              "sent as soon as GET / answered", None)
 
 
 def import_app(rep: Report, ctx: dict) -> None:
@@ -757,10 +760,10 @@ def phase_full(rep: Report, ctx: dict) -> None:
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     rep.raw["full.first_launch"] = res
-    rep.check("1 start (--full)", f"first-ever launch (conversion): model ready <= {FIRST_LAUNCH_READY_S:.0f} s",
-              fmt_s(res["ready_s"]), f"{res['ready_s'] / FIRST_LAUNCH_READY_S:.2f}x the budget; "
-              f"GET / at {fmt_s(res['http_s'])}, first /analyze at {fmt_s(res['first_analyze_s'])}",
-              res["ready_s"] <= FIRST_LAUNCH_READY_S)
+    rep.check("1 start (--full)", f"first-ever launch (empty cache, converts): process start -> first /analyze "
+              f"answered <= {FIRST_LAUNCH_ANSWER_S:.0f} s", fmt_s(res["first_analyze_s"]),
+              f"{res['first_analyze_s'] / FIRST_LAUNCH_ANSWER_S:.2f}x the budget; GET / at {fmt_s(res['http_s'])}, "
+              f"model ready at {fmt_s(res['ready_s'])}", res["first_analyze_s"] <= FIRST_LAUNCH_ANSWER_S)
 
 
 # ---- output --------------------------------------------------------------------------------
@@ -843,7 +846,7 @@ def main(argv=None) -> int:
         cfg = dict(launches=1, analysis_reps=3, switch_sizes=[37], switch_reps={37: 3},
                    long_sizes=[1024], long_size=1024, long_reps=1, long_view_reps=1, conc_rounds=1)
     else:
-        cfg = dict(launches=2, analysis_reps=7, switch_sizes=[37, 1000], switch_reps={37: 4, 1000: 2},
+        cfg = dict(launches=3, analysis_reps=7, switch_sizes=[37, 1000], switch_reps={37: 4, 1000: 2},
                    long_sizes=[37, 512, 2048], long_size=2048, long_reps=1,
                    long_view_reps=1, conc_rounds=2)
     t_begin = now()
