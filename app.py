@@ -128,7 +128,8 @@ def wait_for_model(name: str, progress: gr.Progress) -> None:
 
 
 def get_analysis(prompt: str, model: str, progress: gr.Progress | None = None):
-    if progress is not None and not ENGINE.is_ready(model):
+    # A blank prompt needs no model: it is refused at once, not after a load (ENGINE.analyze).
+    if progress is not None and isinstance(prompt, str) and prompt.strip() and not ENGINE.is_ready(model):
         wait_for_model(model, progress)
     return ENGINE.analyze(prompt, model)
 
