@@ -72,8 +72,8 @@ def model_choices() -> list[tuple[str, str]]:
 def model_status_md(name: str) -> str:
     try:
         state, detail = ENGINE.status(name)
-    except AttnError as exc:
-        return f"**Error:** {exc}"
+    except AttnError as exc:  # a name from a crafted request: say so, as plain text
+        return escape(str(exc))
     spec = REGISTRY[name]
     if state == "ready":
         return f"**{spec.label}**: ready ({detail})."
@@ -121,24 +121,38 @@ def wait_for_model(name: str, progress: gr.Progress) -> None:
 
 
 def get_analysis(prompt: str, model: str, progress: gr.Progress | None = None):
-    if progress is not None and not ENGINE.is_ready(model):
+    # A blank prompt needs no model: it is refused at once, not after a load (ENGINE.analyze).
+    if progress is not None and isinstance(prompt, str) and prompt.strip() and not ENGINE.is_ready(model):
         wait_for_model(model, progress)
     return ENGINE.analyze(prompt, model)
 
 
+def note_html(message: str) -> str:
+    """The short line under the prompt that says why the last request was refused."""
+    return f'<div class="attn-note" role="alert">{escape(message)}</div>' if message else ""
+
+
 # ---- event handlers --------------------------------------------------------------------
+# No handler raises gr.Error: a failed event marks every output with an "Error" badge, which
+# hides the controls and the last good analysis. A refused request skips its outputs instead
+# and says why in the line under the prompt (and in a toast, from queued events).
 def render_view(key: dict | None, layer, head, bos, show_all):
-    """Everything that depends on the view; served from the cached analysis."""
+    """Everything that depends on the view; served from the cached analysis.
+
+    The last output is the note under the prompt: set when the view cannot be drawn, left
+    alone otherwise (it may be explaining a refused analysis while this redraws the last one)."""
     if not key:
-        return (gr.skip(),) * 5
-    # Views never run the model: they are served outside the queue, from the cache only.
+        return (gr.skip(),) * 6
+    # Views never run the model: they are served outside the queue, from the cache only
+    # (so no toast: gr.Warning reaches the page only from queued events).
     analysis = ENGINE.cached(key["prompt"], key["model"])
     if analysis is None:
-        raise gr.Error("This prompt's analysis has left the shared cache; press Analyze to run it again.")
+        return (gr.skip(),) * 5 + (note_html(
+            "This prompt's analysis has left the shared cache; press Analyze to run it again."),)
     try:
         view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
     except AttnError as exc:
-        raise gr.Error(escape(str(exc))) from None  # toasts render HTML: show "<BOS>" as text
+        return (gr.skip(),) * 5 + (note_html(str(exc)),)
     kind = layer_kind(analysis, view.layer)
     weights = row(analysis, view)
     info = (
@@ -155,15 +169,24 @@ def render_view(key: dict | None, layer, head, bos, show_all):
         FIGURES.heatmap(analysis, view),
         info,
         share_query(analysis.prompt, analysis.model, view.layer, view.head, view.bos, view.show_all),
+        gr.skip(),
     )
 
 
-def run_analysis(prompt: str, model: str, layer, head, progress=gr.Progress()):
+def refuse(exc: AttnError, model: str, shown: dict | None) -> tuple:
+    """A refused analysis: a toast and the note say why; everything else stays as it was,
+    so the last good analysis and the controls stay usable."""
+    gr.Warning(escape(str(exc)))  # toasts render HTML: show "<BOS>" as text
+    note = str(exc) + (" The views below still show the last analysis." if shown else "")
+    return (gr.skip(),) * 5 + (model_status_md(model), note_html(note))
+
+
+def run_analysis(prompt: str, model: str, layer, head, shown: dict | None = None, progress=gr.Progress()):
     """Analyse (one forward pass, cached) and size the controls to the model."""
     try:
         analysis = get_analysis(prompt, model, progress)
     except AttnError as exc:
-        raise gr.Error(escape(str(exc))) from None  # toasts render HTML: show "<BOS>" as text
+        return refuse(exc, model, shown)
     layer = analysis.num_layers - 1 if layer is None else min(max(int(layer), 0), analysis.num_layers - 1)
     head = parse_head(head) if head is not None else "mean"
     if isinstance(head, int) and head >= analysis.num_heads:
@@ -180,6 +203,7 @@ def run_analysis(prompt: str, model: str, layer, head, progress=gr.Progress()):
         gr.update(maximum=analysis.num_layers - 1, value=layer),
         gr.update(choices=head_choices(analysis.num_heads), value=head_value(head)),
         model_status_md(model),
+        "",
     )
 
 
@@ -189,8 +213,13 @@ def preset_layer(preset: dict, model: str) -> int:
 
 
 def on_load(request: gr.Request):
-    """Deep links: ?prompt=...&model=...&layer=...&head=...&bos=...&all=1."""
+    """Deep links: ?prompt=...&model=...&layer=...&head=...&bos=...&all=1.
+
+    Without a link the page is already built with these defaults: the controls are left
+    alone (a slider moved while this event waits is not reset) and only the status is fresh."""
     q = dict(request.query_params) if request is not None else {}
+    if not q:
+        return (gr.skip(),) * 7 + (model_status_md(DEFAULT_MODEL),)
     model = q.get("model") or DEFAULT_MODEL
     notes = []
     if model not in MODEL_NAMES:
@@ -277,6 +306,9 @@ def api_stats() -> dict:
 CSS = """
 .attn-figure img { display: block; }
 #preset-row button { flex: 1 1 0; }
+.attn-hint { color: var(--body-text-color-subdued); padding: 8px 0; }
+.attn-note { color: var(--body-text-color); background: var(--color-accent-soft);
+             border-left: 3px solid var(--color-accent); padding: 4px 8px; font-size: 14px; }
 """
 
 COPY_JS = """
@@ -301,8 +333,9 @@ def build() -> gr.Blocks:
         key = gr.State(None)
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Prompt", lines=3, max_lines=12, elem_id="prompt",
-                                    placeholder="Jide was hungry so she went looking for")
+                prompt = gr.Textbox(EXAMPLES[0]["prompt"], label="Prompt", lines=3, max_lines=12,
+                                    elem_id="prompt", placeholder="Jide was hungry so she went looking for")
+                note = gr.HTML(elem_id="prompt-note")
                 with gr.Row(elem_id="preset-row"):
                     preset_buttons = [gr.Button(p["name"], size="sm", elem_id=f"preset-{i}")
                                       for i, p in enumerate(EXAMPLES)]
@@ -313,11 +346,13 @@ def build() -> gr.Blocks:
                 analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
         with gr.Row():
             with gr.Column(scale=3):
-                summary = gr.HTML(elem_id="continuation")
+                # Room for the progress of a model load or an analysis, before the first result.
+                summary = gr.HTML('<div class="attn-hint">Press Analyze or pick a preset: the prediction '
+                                  "appears here.</div>", elem_id="continuation", min_height=64)
             with gr.Column(scale=2):
                 topk = gr.HTML(elem_id="topk")
         with gr.Row():
-            layer = gr.Slider(0, default_spec.num_layers - 1, step=1, value=default_spec.default_layer,
+            layer = gr.Slider(0, default_spec.num_layers - 1, step=1, value=preset_layer(EXAMPLES[0], DEFAULT_MODEL),
                               label="Layer", elem_id="layer", scale=3)
             head = gr.Dropdown(head_choices(default_spec.num_heads), value=HEAD_CHOICES_BASE[0],
                                label="Head (default: mean over heads)", elem_id="head", scale=1)
@@ -336,44 +371,44 @@ def build() -> gr.Blocks:
         autorun = gr.State(False)
 
         view_inputs = [key, layer, head, bos, show_all]
-        view_outputs = [figure, tokens_view, overview, layer_info, link_query]
-        analysis_outputs = [key, summary, topk, layer, head, status]
+        view_outputs = [figure, tokens_view, overview, layer_info, link_query, note]
+        analysis_inputs = [prompt, model, layer, head, key]
+        analysis_outputs = [key, summary, topk, layer, head, status, note]
+        # Progress shows where the result will appear, never over the controls (which are
+        # outputs only to be sized to the model) nor over the status.
+        analysing = dict(api_visibility="private", concurrency_limit=2, show_progress_on=[summary, figure])
+        quiet = dict(api_visibility="private", queue=False, show_progress="hidden")
 
         def analyse_then_render(event):
-            return event.then(render_view, view_inputs, view_outputs, api_visibility="private", queue=False)
+            return event.then(render_view, view_inputs, view_outputs, **quiet)
 
-        analyse_then_render(
-            gr.on([analyze_btn.click, prompt.submit], run_analysis, [prompt, model, layer, head],
-                  analysis_outputs, api_visibility="private", concurrency_limit=2)
-        )
+        analyse_then_render(gr.on([analyze_btn.click, prompt.submit], run_analysis, analysis_inputs,
+                                  analysis_outputs, **analysing))
         for i, button in enumerate(preset_buttons):
             def fill(model_name, _i=i):
                 p = EXAMPLES[_i]
                 return p["prompt"], preset_layer(p, model_name), f"**What to look for:** {p['look_for']}"
 
             analyse_then_render(
-                button.click(fill, [model], [prompt, layer, look_for], api_visibility="private", queue=False)
-                .then(run_analysis, [prompt, model, layer, head], analysis_outputs,
-                      api_visibility="private", concurrency_limit=2)
+                button.click(fill, [model], [prompt, layer, look_for], **quiet)
+                .then(run_analysis, analysis_inputs, analysis_outputs, **analysing)
             )
         gr.on([layer.change, head.change, bos.change, show_all.change], render_view, view_inputs,
-              view_outputs, api_visibility="private", queue=False, show_progress="hidden")
-        model.change(model_status_md, [model], [status], api_visibility="private", queue=False)
+              view_outputs, **quiet)
+        model.change(model_status_md, [model], [status], **quiet)
         copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
 
         # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
+        # No progress: the page is usable while this waits (behind a model load, say).
         load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, autorun, status],
-                         api_visibility="private")
+                         api_visibility="private", show_progress="hidden")
 
-        def maybe_analyse(run, prompt_text, model_name, layer_value, head_value_):
+        def maybe_analyse(run, prompt_text, model_name, layer_value, head_value_, shown, progress=gr.Progress()):
             if not run:
                 return (gr.skip(),) * len(analysis_outputs)
-            return run_analysis(prompt_text, model_name, layer_value, head_value_)
+            return run_analysis(prompt_text, model_name, layer_value, head_value_, shown, progress)
 
-        analyse_then_render(
-            load.then(maybe_analyse, [autorun, prompt, model, layer, head], analysis_outputs,
-                      api_visibility="private", concurrency_limit=2)
-        )
+        analyse_then_render(load.then(maybe_analyse, [autorun, *analysis_inputs], analysis_outputs, **analysing))
 
         gr.api(api_analyze, api_name="analyze", concurrency_limit=2)
         gr.api(api_view, api_name="view", concurrency_limit=4)

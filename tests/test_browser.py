@@ -1,10 +1,12 @@
 """The real page in a real browser (Playwright driving Debian's chromium) against app.py
 run as a subprocess: presets, layer slider, deep links, copy link, iframe embedding,
-and script-injection prompts.
+script-injection prompts, mistakes that leave the page usable, and a page opened while
+the model is still loading.
 
 Without /usr/bin/chromium (or the playwright package) the module is skipped, unless
-ATTN_REQUIRE_BROWSER=1, which turns that into a failure. One full-page screenshot is
-written to /tmp/shots/browser.png (ATTN_SHOTS_DIR overrides the folder).
+ATTN_REQUIRE_BROWSER=1, which turns that into a failure. Full-page screenshots are
+written to /tmp/shots/ (browser.png, after-mistakes.png, while-loading.png; ATTN_SHOTS_DIR
+overrides the folder).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -166,6 +169,47 @@ def api_weights(app, prompt, layer, head, bos) -> list[float]:
     from gradio_client import Client
 
     return Client(app.url, verbose=False).predict(prompt, MODEL, layer, head, bos, api_name="/view")["weights"]
+
+
+ERROR_TEXTS_JS = """() => {
+  const found = [];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const el = n.parentElement;
+    if (!/error/i.test(n.textContent) || el.closest('[data-testid="toast-body"]')) continue;
+    if (el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) found.push(n.textContent.trim());
+  }
+  return found;
+}"""
+
+
+def error_texts(page: Page) -> list[str]:
+    """Visible text saying "Error" anywhere but in a toast (Gradio's badge over a failed output)."""
+    return page.evaluate(ERROR_TEXTS_JS)
+
+
+def close_toasts(page: Page) -> None:
+    for button in page.get_by_test_id("toast-close").all():
+        button.click()
+    expect(page.get_by_test_id("toast-body")).to_have_count(0)
+
+
+def assert_controls_ready(root) -> None:
+    """Layer slider and head dropdown: shown, enabled, under no progress overlay."""
+    for control in ("#layer input[type=range]", "#head input"):
+        expect(root.locator(control)).to_be_visible(timeout=5_000)
+        expect(root.locator(control)).to_be_enabled(timeout=5_000)
+        # Playwright's actionability checks: nothing on top of it would take the click.
+        root.locator(control).click(trial=True, timeout=5_000)
+    for box in ("#layer", "#head"):
+        wait_until(lambda: not progress_shown(root, box), f"no progress over {box}", timeout_s=5)
+
+
+def progress_shown(root, box: str) -> bool:
+    """Whether Gradio's progress/status overlay of a component is showing (it fades to
+    opacity 0 when idle, which Playwright still counts as visible)."""
+    return root.locator(f"{box} [data-testid=status-tracker]").evaluate(
+        "e => e.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})")
 
 
 def assert_injection_inert(page: Page, text: str) -> None:
@@ -387,3 +431,83 @@ def test_deep_link_with_bad_values_says_so(page, app):
     open_app(page, app, {"prompt": "Deep links can be wrong", "model": "gpt-5", "layer": 40})
     wait_rendered(page)
     expect(page.get_by_test_id("toast-body").first).to_contain_text("Unknown model in the link", timeout=3_000)
+
+
+# "word" x 5000 is 5000 tokens: 5,001 with <BOS>.
+MISTAKES = {
+    "empty": ("   ", "The prompt is empty: type some text to analyse."),
+    "too long": (" ".join(["word"] * 5000), "The prompt is 5,001 tokens long (with <BOS>); the limit is 2,048 tokens."),
+}
+
+
+def test_a_mistake_keeps_the_last_analysis_and_the_controls_usable(page, app):
+    open_app(page, app)
+    page.click(PRESET["Thirsty"])
+    wait_rendered(page)
+    good_tokens = token_weights(page)
+
+    for layer, (name, (prompt, message)) in zip((3, 5), MISTAKES.items()):
+        page.locator("#prompt textarea").fill(prompt)
+        page.click("#analyze")
+        expect(page.get_by_test_id("toast-body").first).to_contain_text(message, timeout=T)
+        expect(page.locator("#prompt-note")).to_contain_text(message)  # the line under the prompt
+        assert error_texts(page) == [], f"{name}: {error_texts(page)}"
+        # The last good analysis is still on screen, and the controls still drive it.
+        expect(page.locator("#continuation")).to_contain_text(THIRSTY + " water")
+        expect(page.locator("#topk")).to_contain_text("' water'")
+        expect(page.locator("#model-status")).to_contain_text("ready")
+        assert_controls_ready(page)
+        fig = figure_id(page)
+        set_layer(page, layer)
+        change_of("the figure", lambda: figure_id(page), fig)
+        assert len(token_weights(page)) == len(good_tokens)  # still the Thirsty prompt's tokens
+        assert error_texts(page) == [], f"{name}: {error_texts(page)}"
+        close_toasts(page)
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#prompt textarea").fill(MISTAKES["empty"][0])
+    page.click("#analyze")
+    expect(page.locator("#prompt-note")).to_contain_text(MISTAKES["empty"][1], timeout=T)
+    page.screenshot(path=str(SHOTS / "after-mistakes.png"), full_page=True)
+
+    fig = figure_id(page)
+    page.click(PRESET["Artist passage"])
+    expect(page.locator("#continuation")).to_contain_text("beauty of the", timeout=T)
+    change_of("the figure", lambda: figure_id(page), fig)
+    expect(page.locator("#prompt-note")).to_have_text("")
+    assert len(token_weights(page)) > 30
+    assert page.recorder.errors == [] and page.recorder.dialogs == []
+
+
+@pytest.fixture
+def loading_app():
+    """A second app.py whose model is still loading: an empty cache makes it convert the
+    bundled GGUF first (about a minute), long after the page answers. Stopped mid-load."""
+    folder = Path(tempfile.mkdtemp(prefix="attn-loading-"))
+    server = app_server.launch(folder, cache_dir=str(folder / "cache"))
+    try:
+        server.wait_http()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_fresh_page_is_usable_while_the_model_loads(browser, loading_app):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(loading_app.url)
+        expect(page.locator("#model-status")).to_contain_text("loading", timeout=T)
+        assert_controls_ready(page)
+        expect(page.locator("#layer input[type=number]")).to_have_value("12")  # the first preset's layer
+        # Asking for an analysis shows its progress where the prediction will appear.
+        page.click(PRESET["Thirsty"])
+        wait_until(lambda: progress_shown(page, "#continuation"), "progress over the prediction")
+        assert_controls_ready(page)
+        assert error_texts(page) == []
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "while-loading.png"), full_page=True)
+        assert loading_app.stats()["models"][MODEL] == "loading"  # all of the above came first
+    finally:
+        context.close()
