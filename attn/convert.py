@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import mmap
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -157,8 +158,12 @@ def config(gguf: Gguf):
         sliding_window=key("attention.sliding_window"),
         rope_theta=key("rope.freq_base"),
         tie_word_embeddings=all(t.name != "output.weight" for t in gguf.tensors),
+        bos_token_id=md.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=md.get("tokenizer.ggml.eos_token_id"),
+        unk_token_id=md.get("tokenizer.ggml.unknown_token_id"),
+        pad_token_id=md.get("tokenizer.ggml.padding_token_id"),
+        _model_name_or_path=md.get("general.name"),  # kept as transformers keeps it
     )
-    cfg._name_or_path = md.get("general.name", "")
     cfg.architectures = ["Gemma3ForCausalLM"]
     cfg.dtype = "float32"
     return cfg
@@ -178,29 +183,42 @@ def hf_name(gguf_name: str) -> str:
     return f"model.layers.{int(layer)}.{_LAYER_TENSORS[part]}.{suffix}"
 
 
-def state_dict(gguf: Gguf) -> dict:
+def state_dict(gguf: Gguf, workers: int = 2) -> dict:
     """Every tensor dequantized to float32 under its transformers name.
 
     Gemma's RMSNorm multiplies by (1 + weight); llama.cpp stores (1 + weight), so the
     norms get 1 subtracted back, in float32, as transformers does.
     """
     import torch
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-    from gguf.quants import dequantize
 
-    tensors = {}
-    for t in gguf.tensors:
-        kind = GGMLQuantizationType(t.ggml_type)
-        block, block_bytes = GGML_QUANT_SIZES[kind]
-        rows, cols = t.shape[:-1], t.shape[-1]
-        row_bytes = cols // block * block_bytes
-        count = int(np.prod(rows, dtype=np.int64)) * row_bytes
-        raw = np.frombuffer(gguf.data, dtype=np.uint8, count=count, offset=t.start)
-        values = dequantize(raw.reshape(*rows, row_bytes), kind).reshape(t.shape)
+    def one(t: Tensor):
+        values = _dequantize(gguf, t)
         if "norm.weight" in t.name:
             values = values - 1
-        tensors[hf_name(t.name)] = torch.from_numpy(np.array(values, dtype=np.float32))
-    return tensors
+        return hf_name(t.name), torch.from_numpy(np.array(values, dtype=np.float32))
+
+    with ThreadPoolExecutor(workers) as pool:  # numpy releases the GIL on big arrays
+        return dict(pool.map(one, gguf.tensors))
+
+
+def _dequantize(gguf: Gguf, t: Tensor, rows_per_call: int = 4096) -> np.ndarray:
+    """`gguf.quants`' own block arithmetic (so the values are the same to the bit), called
+    on thousands of rows at a time: `gguf.quants.dequantize` works in groups of 16 rows,
+    and its Python overhead then costs more than the arithmetic."""
+    from gguf import quants
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    kind = GGMLQuantizationType(t.ggml_type)
+    block, block_bytes = GGML_QUANT_SIZES[kind]
+    rows = int(np.prod(t.shape[:-1], dtype=np.int64))
+    row_bytes = t.shape[-1] // block * block_bytes
+    raw = np.frombuffer(gguf.data, dtype=np.uint8, count=rows * row_bytes, offset=t.start)
+    raw = raw.reshape(rows, row_bytes)
+    if kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+        return quants.dequantize(raw, kind).reshape(t.shape)
+    codec = getattr(quants, kind.name)
+    parts = [codec.dequantize_rows(raw[i : i + rows_per_call]) for i in range(0, rows, rows_per_call)]
+    return np.concatenate(parts).reshape(t.shape)
 
 
 # ---- tokenizer ---------------------------------------------------------------------------
@@ -335,16 +353,19 @@ def convert(gguf_path: Path, out: Path, progress: Progress) -> None:
     gguf = read_gguf(gguf_path)
     try:
         cfg = config(gguf)
-        progress("Dequantizing the weights to float32")
-        tensors = state_dict(gguf)
-        _check_names(cfg, tensors)
-        progress("Saving the weights")
-        save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
-        del tensors
-        progress("Building the tokenizer")
-        text, settings = tokenizer_files(gguf)
+        progress("Dequantizing the weights and building the tokenizer")
+        # The tokenizer is pure Python and the dequantization mostly numpy: they overlap.
+        with ThreadPoolExecutor(1) as pool:
+            tokenizer = pool.submit(tokenizer_files, gguf)
+            tensors = state_dict(gguf)
+            _check_names(cfg, tensors)
+            progress("Saving the weights")
+            save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+            del tensors
+            text, settings = tokenizer.result()
     finally:
         gguf.close()
+    progress("Saving the tokenizer and config")
     (out / "tokenizer.json").write_text(text, encoding="utf-8")
     (out / "tokenizer_config.json").write_text(json.dumps(settings, indent=2))
     cfg.save_pretrained(out)
