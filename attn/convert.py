@@ -5,7 +5,8 @@ transformers' own GGUF loading takes about a minute here: `gguf.GGUFReader` pars
 tokenizer converter re-derives the BPE merges with two full sorts and then builds and
 serialises a Rust tokenizer (~20 s). This module does the same conversion for the one
 file we ship: a small reader for just the metadata and tensor table, dequantization by
-the same `gguf.quants.dequantize`, and the tokenizer written as tokenizer.json text. The
+`gguf.quants`' own block arithmetic on large slices (two threads, overlapping the
+tokenizer), and the tokenizer written as tokenizer.json text without building it. The
 result equals the transformers conversion (weights bit for bit, same config, same
 tokenizer.json); tests/test_convert.py checks that against transformers itself.
 """
