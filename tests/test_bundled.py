@@ -1,9 +1,10 @@
 """The bundled model's cache: verified by a manifest, rebuilt when broken, in memory when
 the cache cannot be written.
 
-The real GGUF conversion takes about a minute, so every rebuild here goes through a fake
-`_load_from_gguf` that returns a tiny random Gemma 3 and a tiny tokenizer; the rest of the
-code path (saving, manifest, verification, atomic replace, loading) is the real one.
+The real GGUF conversion takes seconds but a gigabyte, so every rebuild here goes through a
+fake `_convert` that writes a tiny random Gemma 3 and a tiny tokenizer; the rest of the code
+path (manifest, verification stamp, atomic replace, loading) is the real one.
+tests/test_convert.py checks the real conversion.
 """
 
 from __future__ import annotations
@@ -86,6 +87,99 @@ def test_a_manifest_that_omits_the_weights_is_rejected(checkpoint):
     assert "lacks model.safetensors" in ckpt.verify(checkpoint)
 
 
+# ---- the verification stamp: no re-hash of a gigabyte on every start ------------------
+
+
+@pytest.fixture
+def settled(checkpoint, monkeypatch) -> Path:
+    """The checkpoint, stamped by a full verify once its files are older than RACY_NS
+    (shortened here to 50 ms, still far above ext4's timestamp tick)."""
+    import time
+
+    monkeypatch.setattr(ckpt, "RACY_NS", 50_000_000)
+    time.sleep(0.1)
+    assert ckpt.verify(checkpoint) is None
+    assert (checkpoint / ckpt.STAMP).is_file()
+    return checkpoint
+
+
+@pytest.fixture
+def hashed(monkeypatch) -> list[str]:
+    """The names of the files verify hashes from now on."""
+    names: list[str] = []
+    real = ckpt._sha256
+
+    def counting(path: Path) -> str:
+        names.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(ckpt, "_sha256", counting)
+    return names
+
+
+def test_a_stamped_cache_verifies_without_hashing(settled, hashed):
+    assert ckpt.verify(settled) is None
+    assert hashed == []
+
+
+def test_a_file_rewritten_since_the_stamp_is_hashed_again(settled, hashed):
+    config = settled / "config.json"
+    config.write_bytes(config.read_bytes())  # same bytes, new mtime and ctime
+    assert ckpt.verify(settled) is None
+    assert hashed == ["config.json"]
+
+
+def test_a_stamp_taken_right_after_a_write_is_not_trusted(checkpoint, hashed):
+    # The fixture wrote the files and stamped them within the same instant (RACY_NS is 2 s).
+    assert ckpt.verify(checkpoint) is None
+    assert "model.safetensors" in hashed
+
+
+def test_a_changed_manifest_voids_the_stamp(settled, hashed):
+    manifest = settled / ckpt.MANIFEST
+    manifest.write_text(manifest.read_text() + "\n")
+    assert ckpt.verify(settled) is None
+    assert sorted(hashed) == sorted(json.loads(manifest.read_text())["files"])
+
+
+def test_an_unreadable_stamp_means_a_full_rehash(settled, hashed):
+    (settled / ckpt.STAMP).write_text("{ not json")
+    assert ckpt.verify(settled) is None
+    assert "model.safetensors" in hashed
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "tokenizer.json"])
+def test_a_flipped_byte_is_detected_despite_the_stamp(settled, name):
+    flip_byte(settled / name)
+    assert f"{name} is corrupt" in ckpt.verify(settled)
+
+
+def test_a_truncated_file_is_detected_despite_the_stamp(settled):
+    weights = settled / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1])
+    assert "wrong size" in ckpt.verify(settled)
+
+
+def test_a_missing_file_is_detected_despite_the_stamp(settled):
+    (settled / "model.safetensors").unlink()
+    assert "model.safetensors is missing" in ckpt.verify(settled)
+
+
+def test_a_missing_manifest_is_detected_despite_the_stamp(settled):
+    (settled / ckpt.MANIFEST).unlink()
+    assert "no manifest" in ckpt.verify(settled)
+
+
+def test_a_replaced_file_with_the_same_size_is_detected_despite_the_stamp(settled):
+    weights = settled / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    replacement = settled / "replacement"
+    replacement.write_bytes(bytes(data))
+    os.replace(replacement, weights)  # a new inode
+    assert "model.safetensors is corrupt" in ckpt.verify(settled)
+
+
 def test_the_cache_directory_name_carries_the_gguf_digest(tmp_path):
     digest = ckpt._gguf_module().EXPECTED_SHA256
     assert ckpt.checkpoint_dir(tmp_path) == tmp_path / f"gemma-3-270m-{digest[:12]}"
@@ -100,7 +194,7 @@ def test_the_cache_root_follows_attn_cache_dir(monkeypatch, tmp_path):
 
 
 class FakeConversion:
-    """Stands in for the one-minute GGUF conversion: a tiny Gemma 3 and a tiny tokenizer."""
+    """Stands in for the GGUF conversion: writes a tiny Gemma 3 and a tiny tokenizer."""
 
     def __init__(self, tiny, tokenizer, fail: bool = False):
         self.tiny = tiny
@@ -120,13 +214,14 @@ class FakeConversion:
             raise RuntimeError("conversion died")
         (workdir / "model.gguf").unlink()
         model = self.tiny.gemma3(vocab_size=len(self.tokenizer), num_layers=6, seed=3)
-        return model, self.tokenizer
+        model.save_pretrained(workdir)
+        self.tokenizer.save_pretrained(workdir)
 
 
 @pytest.fixture
 def fake_conversion(monkeypatch, tiny, bpe_tokenizer) -> FakeConversion:
     fake = FakeConversion(tiny, bpe_tokenizer)
-    monkeypatch.setattr(ckpt, "_load_from_gguf", fake)
+    monkeypatch.setattr(ckpt, "_convert", fake)
     return fake
 
 
@@ -173,7 +268,7 @@ def test_leftovers_of_a_killed_conversion_are_swept(tmp_path, fake_conversion):
 
 
 def test_a_failed_conversion_leaves_no_cache_behind(tmp_path, tiny, bpe_tokenizer, monkeypatch):
-    monkeypatch.setattr(ckpt, "_load_from_gguf", FakeConversion(tiny, bpe_tokenizer, fail=True))
+    monkeypatch.setattr(ckpt, "_convert", FakeConversion(tiny, bpe_tokenizer, fail=True))
     with pytest.raises(RuntimeError, match="conversion died"):
         ckpt.ensure_checkpoint(root=tmp_path)
     assert not ckpt.checkpoint_dir(tmp_path).exists()
@@ -187,7 +282,8 @@ def test_an_unwritable_cache_root_converts_in_memory(tmp_path, fake_conversion):
     directory, in_memory = ckpt.ensure_checkpoint(root=root)
     assert directory is None
     model, tokenizer = in_memory
-    assert model.config.num_hidden_layers == 6 and tokenizer is fake_conversion.tokenizer
+    assert model.config.num_hidden_layers == 6
+    assert tokenizer("The quick fox")["input_ids"] == fake_conversion.tokenizer("The quick fox")["input_ids"]
     assert not fake_conversion.workdirs[0].exists()  # the scratch dir was temporary
 
 
