@@ -121,10 +121,12 @@ class Engine:
             return exc
         except Exception as exc:
             log.exception("analysis failed on %s", model_name)
-            return AnalysisFailedError(
+            failed = AnalysisFailedError(
                 f"The model failed on this prompt ({type(exc).__name__}); nothing was cached. "
                 "Try again, or try another prompt."
             )
+            failed.__cause__ = exc  # kept in process; a pickle across processes drops it
+            return failed
 
     def _run(self, model_name: str, prompt: str) -> Analysis:
         encoded = inference.encode(self.model(model_name).tokenizer, prompt, self.max_tokens)  # bad input: no model call
