@@ -12,7 +12,8 @@ import os
 import threading
 from typing import Callable
 
-from . import inference, models
+from . import ablation, inference, models
+from .ablation import Ablation
 from .analysis import Analysis
 from .cache import ByteLRU, CacheStats
 from .errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, echo
@@ -35,7 +36,8 @@ class Engine:
         model_names: list[str] | None = None,
     ):
         self.max_tokens = max_tokens
-        self.cache: ByteLRU[Analysis] = ByteLRU(cache_bytes, size_of=lambda a: a.nbytes)
+        # Analyses under (model, prompt), ablations under ("ablation", model, prompt).
+        self.cache: ByteLRU[Analysis | Ablation] = ByteLRU(cache_bytes, size_of=lambda a: a.nbytes)
         self.model_names = list(model_names or models.REGISTRY)
         self._loader = loader
         self._models: dict[str, LoadedModel] = {}
@@ -44,6 +46,7 @@ class Engine:
         self._load_locks = {name: threading.Lock() for name in self.model_names}
         self._run_locks = {name: threading.Lock() for name in self.model_names}
         self.forward_calls = 0
+        self.ablation_calls = 0  # ablations computed (each is several batched forward passes)
         # Where the forward pass runs; the app swaps in a @spaces.GPU wrapper on ZeroGPU.
         self.compute: Callable[[str, str], Analysis] = self.compute_uncached
 
@@ -137,6 +140,43 @@ class Engine:
 
     def cached(self, prompt: str, model_name: str) -> Analysis | None:
         return self.cache.get((model_name, prompt))
+
+    # ---- ablation -----------------------------------------------------------------
+    def ablate(
+        self, prompt: str, model_name: str, progress: ablation.Progress | None = None
+    ) -> Ablation:
+        """Cached token ablation (attn/ablation.py), computed from the cached analysis.
+
+        Each batch of deletions takes the model's run lock on its own, so analyses of
+        other prompts wait for at most one batch, and views (served from the caches)
+        never wait. `progress(done, total)` is called as batches finish.
+        """
+        analysis = self.analyze(prompt, model_name)
+        return self.cache.get_or_compute(
+            ("ablation", model_name, prompt), lambda: self._ablate_uncached(analysis, model_name, progress)
+        )
+
+    def cached_ablation(self, prompt: str, model_name: str) -> Ablation | None:
+        return self.cache.get(("ablation", model_name, prompt))
+
+    def _ablate_uncached(self, analysis: Analysis, model_name: str, progress) -> Ablation:
+        loaded = self.model(model_name)
+
+        def locked(job):
+            with self._run_locks[model_name]:
+                return job()
+
+        self.ablation_calls += 1
+        try:
+            return ablation.ablate(loaded, analysis, progress=progress, run=locked)
+        except AttnError:
+            raise
+        except Exception as exc:
+            log.exception("ablation failed on %s", model_name)
+            raise AnalysisFailedError(
+                f"The model failed while deleting tokens ({type(exc).__name__}); nothing was cached. "
+                "Try again."
+            ) from exc
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()

@@ -59,6 +59,17 @@ def test_the_summary_names_the_layer_head_and_top_tokens():
     assert len(listed) == 3 and "' thirsty'" in out
 
 
+def test_ablate_prints_the_table_and_adds_it_to_the_json():
+    done = run_cli(THIRSTY, "--ablate", "--json", "-")
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    rows = data["ablation"]
+    assert [row["index"] for row in rows] == list(range(1, len(data["tokens"])))
+    assert data["ablation_exhaustive"] is True
+    assert "token ablation, every token deleted in turn" in done.stderr
+    assert "' thirsty'" in done.stderr.split("token ablation")[1]
+
+
 def test_json_to_a_file(tmp_path):
     target = tmp_path / "analysis.json"
     done = run_cli("Jide was hungry so she went looking for", "--json", str(target))
