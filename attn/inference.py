@@ -128,7 +128,7 @@ def analyze_encoded(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 1
         full = None
         if len(ids) <= FULL_MATRIX_MAX_TOKENS:
             full = torch.stack([a[0] for a in attentions]).to(torch.float16).cpu().numpy()
-        rollout = measures.rollout(attentions, loaded.dtype)
+        rollout = measures.rollout(attentions, ROW_SUM_TOL.get(loaded.dtype, 1e-3))
         lens = value_norms = None
         if capture is not None and len(capture.hidden) == len(parts.layers):
             lens = measures.logit_lens(parts, [capture.hidden[i] for i in range(len(parts.layers))], probs, next_id)

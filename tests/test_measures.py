@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from attn.analysis import SCHEMA
+from attn.errors import IntegrityError
 from attn.inference import analyze
+from attn.measures import rollout
 
 THIRSTY = "Jide was thirsty so she went looking for"
 TOL = 1e-4
@@ -123,6 +125,15 @@ def test_rollout_is_the_last_row_of_the_product_of_residual_averaged_attention(c
     assert result.rollout.shape == (result.num_tokens,) and result.rollout.dtype == np.float32
     np.testing.assert_allclose(result.rollout, _rollout(attentions), rtol=0, atol=TOL)
     assert result.rollout.sum() == pytest.approx(1, abs=TOL)
+
+
+def test_a_rollout_that_does_not_sum_to_1_is_refused():
+    rows = [torch.softmax(torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(i)), dim=-1)
+            for i in range(3)]
+    assert rollout(rows, row_tol=1e-4).sum() == pytest.approx(1, abs=1e-5)
+    rows[1] = rows[1] * 1.01
+    with pytest.raises(IntegrityError, match="rollout"):
+        rollout(rows, row_tol=1e-4)
 
 
 def test_families_without_named_value_projections_get_none_not_a_guess(gpt2, llama):
