@@ -1,6 +1,7 @@
 """Attention engine: prompt -> Analysis (numbers) -> views. Never imports gradio."""
 
-from .analysis import SCHEMA, Analysis, TokenProb
+from .ablation import Ablation, Deletion
+from .analysis import SCHEMA, Analysis, LensLayer, TokenProb
 from .engine import Engine
 from .errors import (
     AnalysisFailedError,
@@ -15,7 +16,7 @@ from .models import BUNDLED, REGISTRY, LoadedModel
 from .weights import BOS_MODES, View
 
 __all__ = [
-    "SCHEMA", "Analysis", "TokenProb", "Engine", "AnalysisFailedError", "AttnError", "IntegrityError",
+    "SCHEMA", "Ablation", "Analysis", "Deletion", "LensLayer", "TokenProb", "Engine", "AnalysisFailedError", "AttnError", "IntegrityError",
     "ModelUnavailableError", "PromptError", "UnknownModelError", "ViewError",
     "BUNDLED", "REGISTRY", "LoadedModel", "BOS_MODES", "View",
 ]

@@ -2,7 +2,10 @@
 
 Only what the views need is kept: the last query position's attention for every layer
 and head (float32, exact), and full matrices (float16) only for short prompts, which is
-all the all-pairs mode can draw legibly.
+all the all-pairs mode can draw legibly. Three measures from the same pass read the
+prediction differently: the logit lens (what each layer would predict), value-weighted
+attention (how much each key's value moves the output) and attention rollout (attention
+traced through all layers); see attn/measures.py.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA = "attn-analysis/1"
+SCHEMA = "attn-analysis/2"  # /1 plus logit_lens, value_norms, rollout
 BOS_LABEL = "<BOS>"
 
 
@@ -20,6 +23,16 @@ class TokenProb:
     token: str
     id: int
     prob: float
+
+
+@dataclass(frozen=True)
+class LensLayer:
+    """One layer's logit-lens reading at the predicting position (nostalgebraist 2020)."""
+
+    token: str  # the layer's top token, display string
+    id: int
+    prob: float  # its probability
+    p_next: float  # the probability this layer gives to the model's final next token
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,10 @@ class Analysis:
     num_heads: int
     last_row: np.ndarray  # (layers, heads, T) float32: attention of the predicting position
     full: np.ndarray | None  # (layers, heads, T, T) float16, or None for long prompts
+    # The measures (attn/measures.py); None where a model family does not expose the modules.
+    logit_lens: list[LensLayer] | None = None  # one per layer; the last equals the prediction
+    value_norms: np.ndarray | None = None  # (layers, heads, T) float32: ||a[l,h,t,j] W_O^h v_j||_2, raw
+    rollout: np.ndarray | None = None  # (T,) float32: last row of the rolled-out attention, sums to 1
 
     @property
     def num_layers(self) -> int:
@@ -53,8 +70,11 @@ class Analysis:
         """Approximate memory held, for the cache's byte bound."""
         text = len(self.prompt) * 4 + sum(len(t) * 4 + 64 for t in self.tokens)
         arrays = self.last_row.nbytes + self.token_ids.nbytes
-        if self.full is not None:
-            arrays += self.full.nbytes
+        for extra in (self.full, self.value_norms, self.rollout):
+            if extra is not None:
+                arrays += extra.nbytes
+        if self.logit_lens is not None:
+            text += sum(len(g.token) * 4 + 160 for g in self.logit_lens)
         return arrays + text + 96 * len(self.spans) + 1024
 
     def to_json(self, digits: int = 6) -> dict:
@@ -78,5 +98,16 @@ class Analysis:
             "num_heads": int(self.num_heads),
             "layer_types": list(self.layer_types),
             "sliding_window": self.sliding_window,
-            "attention": np.round(self.last_row.astype(np.float64), digits).tolist(),
+            "attention": _rounded(self.last_row, digits),
+            "logit_lens": None if self.logit_lens is None else [
+                {"token": g.token, "id": int(g.id), "prob": round(float(g.prob), digits),
+                 "p_next": round(float(g.p_next), digits)}
+                for g in self.logit_lens
+            ],
+            "value_norms": _rounded(self.value_norms, digits),
+            "rollout": _rounded(self.rollout, digits),
         }
+
+
+def _rounded(values: np.ndarray | None, digits: int):
+    return None if values is None else np.round(values.astype(np.float64), digits).tolist()

@@ -1,4 +1,4 @@
-"""Command line: `python -m attn "PROMPT" [--model NAME] [--layer N] [--head mean|max|N] [--json FILE|-]`."""
+"""Command line: `python -m attn "PROMPT" [--model NAME] [--layer N] [--head mean|max|N] [--ablate] [--json FILE|-]`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bos", default="gray", choices=["gray", "hide", "exclude"],
                    help="'exclude' renormalises the weights without <BOS>")
     p.add_argument("--top", type=int, default=5, help="how many most-attended tokens to list")
+    p.add_argument("--ablate", action="store_true",
+                   help="also delete each prompt token in turn and report how the next token's probability moves")
     p.add_argument("--json", metavar="FILE", help="write the analysis as JSON to FILE, or - for stdout")
     return p
 
@@ -40,11 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         analysis = engine.analyze(args.prompt, args.model)
         layer = analysis_layer(engine, args)
         view = check_view(analysis, View(layer=layer, head=args.head, bos=args.bos))
+        ablated = engine.ablate(args.prompt, args.model, progress=_progress) if args.ablate else None
     except AttnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        text = json.dumps(analysis.to_json(), ensure_ascii=False)
+        data = analysis.to_json()
+        if ablated is not None:
+            data["ablation"] = ablated.table()
+            data["ablation_exhaustive"] = ablated.exhaustive
+        text = json.dumps(data, ensure_ascii=False)
         if args.json == "-":
             print(text)
         else:
@@ -60,7 +67,23 @@ def main(argv: list[str] | None = None) -> int:
           f"<BOS> gets {weights[0]:.3f}; most attended:", file=out)
     for pos, w in strongest(weights, args.top):
         print(f"  {w:6.3f}  #{pos:<4} {visible(analysis.tokens[pos], 40)!r}", file=out)
+    if ablated is not None:
+        print_ablation(ablated, out)
     return 0
+
+
+def print_ablation(ablated, out) -> None:
+    scope = ("every token" if ablated.exhaustive
+             else f"the {len(ablated.deletions)} most attended tokens (mean over layers and heads)")
+    print(f"token ablation, {scope} deleted in turn: p({ablated.next_token!r}) = {ablated.p_next:.4f} with all",
+          file=out)
+    print("   index  p_next    delta  token", file=out)
+    for d in ablated.deletions:
+        print(f"  #{d.index:<5} {d.p_next:.4f}  {d.delta:+.4f}  {visible(d.token, 40)!r}", file=out)
+
+
+def _progress(done: int, total: int) -> None:
+    logging.getLogger(__name__).info("ablation: %d/%d deletions", done, total)
 
 
 def analysis_layer(engine: Engine, args) -> int:

@@ -12,7 +12,8 @@ import os
 import threading
 from typing import Callable
 
-from . import inference, models
+from . import ablation, inference, models
+from .ablation import Ablation
 from .analysis import Analysis
 from .cache import ByteLRU, CacheStats
 from .errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, echo
@@ -37,7 +38,8 @@ class Engine:
         accelerator: Accelerator | None = None,
     ):
         self.max_tokens = max_tokens
-        self.cache: ByteLRU[Analysis] = ByteLRU(cache_bytes, size_of=lambda a: a.nbytes)
+        # Analyses under (model, prompt), ablations under ("ablation", model, prompt).
+        self.cache: ByteLRU[Analysis | Ablation] = ByteLRU(cache_bytes, size_of=lambda a: a.nbytes)
         self.model_names = list(model_names or models.REGISTRY)
         self._loader = loader
         self._models: dict[str, LoadedModel] = {}
@@ -46,10 +48,13 @@ class Engine:
         self._load_locks = {name: threading.Lock() for name in self.model_names}
         self._run_locks = {name: threading.Lock() for name in self.model_names}
         self.forward_calls = 0
+        self.ablation_calls = 0  # ablations computed (each is several batched forward passes)
         # On ZeroGPU the accelerator (spaces.GPU) runs the forward pass in a forked worker:
         # its arguments and result are pickled, and nothing it changes here comes back.
         # So it gets only what it needs and returns a value; all bookkeeping stays here.
-        self._forward = accelerator(self._forward_outcome) if accelerator else self._forward_outcome
+        wrap = accelerator or (lambda fn: fn)
+        self._forward = wrap(self._forward_outcome)
+        self._ablation_batch = wrap(self._ablation_batch_outcome)
 
     # ---- models -------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
@@ -113,17 +118,27 @@ class Engine:
 
     # ---- analysis -----------------------------------------------------------------
     def _forward_outcome(self, model_name: str, prompt: str, encoded) -> Analysis | AttnError:
-        """The one forward pass, where the accelerator is. Errors come back as values:
-        spaces would replace a raised one with a bare "ZeroGPU worker error"."""
+        """The one forward pass, where the accelerator is."""
+        return self._as_value("The model failed on this prompt", model_name,
+                              lambda: inference.analyze_encoded(self.model(model_name), prompt, encoded))
+
+    def _ablation_batch_outcome(self, model_name: str, ids: list[int], chunk: list[int], next_id: int):
+        """One batch of token deletions, where the accelerator is."""
+        return self._as_value("The model failed while deleting tokens", model_name,
+                              lambda: ablation.batch_p_next(self.model(model_name), ids, chunk, next_id))
+
+    @staticmethod
+    def _as_value(failure: str, model_name: str, job):
+        """Errors come back as values: spaces would replace a raised one with a bare
+        "ZeroGPU worker error"."""
         try:
-            return inference.analyze_encoded(self.model(model_name), prompt, encoded)
+            return job()
         except AttnError as exc:
             return exc
         except Exception as exc:
             log.exception("analysis failed on %s", model_name)
             failed = AnalysisFailedError(
-                f"The model failed on this prompt ({type(exc).__name__}); nothing was cached. "
-                "Try again, or try another prompt."
+                f"{failure} ({type(exc).__name__}); nothing was cached. Try again, or try another prompt."
             )
             failed.__cause__ = exc  # kept in process; a pickle across processes drops it
             return failed
@@ -150,6 +165,38 @@ class Engine:
 
     def cached(self, prompt: str, model_name: str) -> Analysis | None:
         return self.cache.get((model_name, prompt))
+
+    # ---- ablation -----------------------------------------------------------------
+    def ablate(
+        self, prompt: str, model_name: str, progress: ablation.Progress | None = None
+    ) -> Ablation:
+        """Cached token ablation (attn/ablation.py), computed from the cached analysis.
+
+        Each batch of deletions takes the model's run lock on its own, so analyses of
+        other prompts wait for at most one batch, and views (served from the caches)
+        never wait. `progress(done, total)` is called as batches finish.
+        """
+        analysis = self.analyze(prompt, model_name)
+        return self.cache.get_or_compute(
+            ("ablation", model_name, prompt), lambda: self._ablate_uncached(analysis, model_name, progress)
+        )
+
+    def cached_ablation(self, prompt: str, model_name: str) -> Ablation | None:
+        return self.cache.get(("ablation", model_name, prompt))
+
+    def _ablate_uncached(self, analysis: Analysis, model_name: str, progress) -> Ablation:
+        loaded = self.model(model_name)
+        ids, next_id = analysis.token_ids.tolist(), analysis.next_token_id
+
+        def run(chunk: list[int]):
+            with self._run_locks[model_name]:
+                outcome = self._ablation_batch(model_name, ids, chunk, next_id)
+            if isinstance(outcome, AttnError):
+                raise outcome
+            return outcome
+
+        self.ablation_calls += 1
+        return ablation.ablate(loaded, analysis, progress=progress, run=run)
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()

@@ -6,11 +6,13 @@ position is what predicted it. (The original lab ran the model twice for this.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
-from .analysis import BOS_LABEL, Analysis, TokenProb
+from . import measures
+from .analysis import BOS_LABEL, Analysis, LensLayer, TokenProb
 from .errors import IntegrityError, PromptError
 from .models import LoadedModel
 
@@ -105,14 +107,17 @@ def analyze_encoded(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 1
     import torch
 
     ids, tokens, spans = encoded
+    parts = measures.find_parts(loaded.model)
+    capture = measures.Capture(parts) if parts is not None else None
     with torch.inference_mode():
         inputs = dict(input_ids=torch.tensor([ids], device=loaded.device), output_attentions=True, use_cache=False)
-        try:
-            # Only the last position's logits are used: skip a (T x vocab) projection
-            # that costs 2 GB and half the time at 2048 tokens.
-            out = loaded.model(**inputs, logits_to_keep=1)
-        except TypeError:  # a model without logits_to_keep
-            out = loaded.model(**inputs)
+        with capture or contextlib.nullcontext():
+            try:
+                # Only the last position's logits are used: skip a (T x vocab) projection
+                # that costs 2 GB and half the time at 2048 tokens.
+                out = loaded.model(**inputs, logits_to_keep=1)
+            except TypeError:  # a model without logits_to_keep
+                out = loaded.model(**inputs)
         attentions = out.attentions
         check_integrity(attentions, loaded.layer_types, loaded.sliding_window, loaded.dtype)
         logits = out.logits[0, -1].float()
@@ -123,7 +128,15 @@ def analyze_encoded(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 1
         full = None
         if len(ids) <= FULL_MATRIX_MAX_TOKENS:
             full = torch.stack([a[0] for a in attentions]).to(torch.float16).cpu().numpy()
-    del out, attentions
+        rollout = measures.rollout(attentions, ROW_SUM_TOL.get(loaded.dtype, 1e-3))
+        lens = value_norms = None
+        if capture is not None and len(capture.hidden) == len(parts.layers):
+            lens = measures.logit_lens(parts, [capture.hidden[i] for i in range(len(parts.layers))], probs, next_id)
+        if capture is not None and len(capture.value_norms) == len(attentions):
+            value_norms = measures.value_weighted(
+                last_row, [capture.value_norms[i] for i in range(len(attentions))]
+            )
+    del out, attentions, capture
     tok = loaded.tokenizer
     return Analysis(
         model=loaded.name,
@@ -144,6 +157,11 @@ def analyze_encoded(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 1
         num_heads=loaded.num_heads,
         last_row=np.ascontiguousarray(last_row, dtype=np.float32),
         full=full,
+        logit_lens=None if lens is None else [
+            LensLayer(decode_one(tok, int(i)), int(i), float(p), float(q)) for i, p, q in zip(*lens)
+        ],
+        value_norms=value_norms,
+        rollout=rollout,
     )
 
 

@@ -32,7 +32,7 @@ def thirsty_json():
 
 def test_json_to_stdout_follows_the_schema(thirsty_json):
     data, _ = thirsty_json
-    assert data["schema"] == "attn-analysis/1" and data["model"] == "gemma-3-270m"
+    assert data["schema"] == "attn-analysis/2" and data["model"] == "gemma-3-270m"
     assert data["next_token"] == " water"
     assert data["tokens"][0] == "<BOS>" and data["tokens"][4] == " thirsty"
     assert data["top_k"][0] == {"token": " water", "id": data["next_token_id"], "prob": data["top_k"][0]["prob"]}
@@ -57,6 +57,17 @@ def test_the_summary_names_the_layer_head_and_top_tokens():
     assert "layer 12, local (sliding window 512), max over heads" in out
     listed = [line for line in out.splitlines() if line.startswith("  ") and "#" in line]
     assert len(listed) == 3 and "' thirsty'" in out
+
+
+def test_ablate_prints_the_table_and_adds_it_to_the_json():
+    done = run_cli(THIRSTY, "--ablate", "--json", "-")
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    rows = data["ablation"]
+    assert [row["index"] for row in rows] == list(range(1, len(data["tokens"])))
+    assert data["ablation_exhaustive"] is True
+    assert "token ablation, every token deleted in turn" in done.stderr
+    assert "' thirsty'" in done.stderr.split("token ablation")[1]
 
 
 def test_json_to_a_file(tmp_path):

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 
+import attn.ablation
 import attn.inference
 from attn.engine import Engine
 from attn.errors import AnalysisFailedError, IntegrityError
@@ -100,6 +101,16 @@ def test_forward_passes_are_counted_in_the_main_process(forked_engine):
         engine.analyze(prompt, BUNDLED)
     assert engine.forward_calls == gpu.calls == 2
     assert engine.cache_stats().entries == 2
+
+
+def test_an_ablation_runs_its_batches_in_the_worker(forked_engine, bundled_f32):
+    engine, gpu = forked_engine
+    remote = engine.ablate(THIRSTY, BUNDLED)
+    local = attn.ablation.ablate(bundled_f32, attn.inference.analyze(bundled_f32, THIRSTY))
+    assert gpu.calls == 2  # the analysis, then one batch of 9 deletions
+    assert [d.index for d in remote.deletions] == [d.index for d in local.deletions]
+    np.testing.assert_allclose([d.p_next for d in remote.deletions], [d.p_next for d in local.deletions],
+                               rtol=0, atol=1e-6)
 
 
 def test_a_prompt_error_costs_no_gpu_call(forked_engine):
