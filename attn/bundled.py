@@ -158,12 +158,16 @@ def verify(directory: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def _exclusive(root: Path):
+def _exclusive(root: Path, progress: Progress = log.info):
     """One converter per cache root, across processes."""
     import fcntl
 
     with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("Waiting for another process that is converting the model")
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -234,7 +238,7 @@ def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
         with tempfile.TemporaryDirectory() as tmp:
             _convert(Path(tmp), progress)
             return None, load(Path(tmp), torch.float32)
-    with _exclusive(root):
+    with _exclusive(root, progress):
         # Another process may have finished the conversion while we waited for the lock.
         if target.is_dir() and verify(target) is None:
             return target, None

@@ -481,16 +481,23 @@ def test_a_mistake_keeps_the_last_analysis_and_the_controls_usable(page, app):
 
 @pytest.fixture
 def loading_app():
-    """A second app.py whose model is still loading: an empty cache makes it convert the
-    bundled GGUF first (about a minute), long after the page answers. Stopped mid-load."""
+    """A second app.py whose model is still loading: its cache is empty, and this test holds
+    the cache's converter lock (as another process converting would), so the app waits to
+    convert for as long as the test runs. Stopped mid-load."""
+    import fcntl
+
     folder = Path(tempfile.mkdtemp(prefix="attn-loading-"))
-    server = app_server.launch(folder, cache_dir=str(folder / "cache"))
-    try:
-        server.wait_http()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    cache = folder / "cache"
+    cache.mkdir()
+    with open(cache / ".lock", "w") as converter:
+        fcntl.flock(converter, fcntl.LOCK_EX)
+        server = app_server.launch(folder, cache_dir=str(cache))
+        try:
+            server.wait_http()
+            yield server
+        finally:
+            server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_fresh_page_is_usable_while_the_model_loads(browser, loading_app):
