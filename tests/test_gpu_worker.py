@@ -36,6 +36,7 @@ class ForkedWorker:
     def __init__(self):
         self.calls = 0
         self.worker_pids: set[int] = set()
+        self._workers: list = []
 
     def __call__(self, task):
         ctx = multiprocessing.get_context("fork")
@@ -46,7 +47,9 @@ class ForkedWorker:
                 parent, child = ctx.Pipe()
                 process = ctx.Process(target=_serve, args=(task, child), daemon=True)
                 process.start()
+                child.close()
                 pipe.update(conn=parent, process=process)
+                self._workers.append((process, parent))
             self.calls += 1
             pipe["conn"].send_bytes(pickle.dumps((args, kwargs)))
             if not pipe["conn"].poll(CALL_TIMEOUT_S):
@@ -58,6 +61,15 @@ class ForkedWorker:
             return value
 
         return handler
+
+    def close(self) -> None:
+        """Stop the workers: a fork holds copies of this process's pipes (Playwright's driver
+        waits for its pipe to close before it exits), so none may outlive its test."""
+        for process, conn in self._workers:
+            conn.close()
+            process.terminate()
+            process.join(10)
+        self._workers.clear()
 
 
 def _serve(task, conn) -> None:
@@ -81,7 +93,8 @@ def _serve(task, conn) -> None:
 @pytest.fixture
 def forked_engine(bundled_f32):
     gpu = ForkedWorker()
-    return Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    yield Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    gpu.close()
 
 
 def test_an_analysis_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, bundled_f32):
@@ -152,4 +165,5 @@ def test_the_app_sends_every_analysis_through_the_gpu_decorator_and_counts_it(mo
         assert first == again and first["next_token"] == " water"
         assert app.api_stats()["forward_calls"] == gpu.calls == 1
     finally:
+        gpu.close()
         sys.modules.pop("app", None)
