@@ -21,10 +21,10 @@ import spaces
 
 from attn import BUNDLED, REGISTRY, AttnError, Engine, View
 from attn.errors import echo
-from attn.figures import layer_kind
 from attn.render import FigureCache
 from attn.highlight import continuation_html, token_html, top_k_html
-from attn.weights import BOS_MODE_HELP, check_view, head_label, parse_head, row
+from attn.labels import head_label
+from attn.weights import BOS_MODE_HELP, check_view, parse_head, row
 
 log = logging.getLogger("app")
 HERE = Path(__file__).parent
@@ -153,7 +153,7 @@ def render_view(key: dict | None, layer, head, bos, show_all):
         view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
     except AttnError as exc:
         return (gr.skip(),) * 5 + (note_html(str(exc)),)
-    kind = layer_kind(analysis, view.layer)
+    kind = analysis.layer_kind(view.layer)
     weights = row(analysis, view)
     info = (
         f"**Layer {view.layer}** of {analysis.num_layers - 1}: **{kind}** attention"

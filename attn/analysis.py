@@ -80,3 +80,20 @@ class Analysis:
             "sliding_window": self.sliding_window,
             "attention": np.round(self.last_row.astype(np.float64), digits).tolist(),
         }
+
+    # ---- layer facts ------------------------------------------------------------------
+    def is_local(self, layer: int) -> bool:
+        """A sliding-window layer: it sees only the last `sliding_window` tokens."""
+        return self.layer_types[layer] == "local"
+
+    def layer_kind(self, layer: int) -> str:
+        """'global', or 'local (sliding window 512)'."""
+        kind = self.layer_types[layer]
+        if kind == "local" and self.sliding_window:
+            return f"local (sliding window {self.sliding_window})"
+        return kind
+
+    def bos_outside_window(self, layer: int) -> bool:
+        """This layer is local and the prompt is longer than its window: <BOS> is out of
+        its sight for the predicting position."""
+        return self.is_local(layer) and bool(self.sliding_window) and self.num_tokens > self.sliding_window

@@ -30,48 +30,13 @@ from matplotlib.text import Text
 from matplotlib.transforms import IdentityTransform
 
 from .analysis import Analysis
-from .weights import View, check_view, head_label, matrix, row
+from .labels import MAX_LABEL_CHARS, head_label, visible
+from .palette import BLUE, GRAY, PREDICTED, PREDICTED_FILL
+from .weights import View, check_view, matrix, row
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
-BLUE = "#1f5fbf"
-GRAY = "#b8b8b8"
-PREDICTED = "#0a7d32"
-PREDICTED_FILL = "#e6f4ea"
 MIN_WIDTH, MAX_WIDTH = 0.0, 5.0  # the lab's line thickness range
-MAX_LABEL_CHARS = 12
-
-
-def visible(text: str, limit: int = MAX_LABEL_CHARS) -> str:
-    """A token as a label: whitespace and control characters made visible, long ones cut."""
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("⏎")
-        elif ch == "\t":
-            out.append("⇥")
-        elif ch == "\r":
-            out.append("␍")
-        elif ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ch in "\u200b\u200c\u200d\u2060\ufeff":
-            out.append("·")
-        else:
-            out.append(ch)
-    s = "".join(out)
-    if s.strip() == "":
-        s = "␣" * max(1, min(len(s), 3))
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return s
-
-
-def layer_kind(analysis: Analysis, layer: int) -> str:
-    """'global', or 'local (sliding window 512)'."""
-    kind = analysis.layer_types[layer]
-    if kind == "local" and analysis.sliding_window:
-        return f"local (sliding window {analysis.sliding_window})"
-    return kind
 
 
 def _columns(weights: np.ndarray, max_columns: int) -> list[int]:
@@ -135,7 +100,7 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
         )
 
     title = (
-        f"Attention Weights for Layer {view.layer} · {layer_kind(analysis, view.layer)} · "
+        f"Attention Weights for Layer {view.layer} · {analysis.layer_kind(view.layer)} · "
         f"{head_label(view.head)}"
     )
     # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).

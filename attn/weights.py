@@ -46,10 +46,6 @@ def parse_head(value) -> str | int:
     raise ViewError(f"Head must be 'mean', 'max' or a head number, not {echo(value)}.")
 
 
-def head_label(head: str | int) -> str:
-    return {"mean": "mean over heads", "max": "max over heads"}.get(head, f"head {head}")
-
-
 def check_view(analysis: Analysis, view: View) -> View:
     """Validate a view against this analysis (ranges come from the model, not a constant)."""
     try:
