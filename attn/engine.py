@@ -116,7 +116,7 @@ class Engine:
         """The one forward pass, where the accelerator is. Errors come back as values:
         spaces would replace a raised one with a bare "ZeroGPU worker error"."""
         try:
-            return inference.analyze_encoded(self.model(model_name), prompt, encoded)
+            return inference.forward(self.model(model_name), prompt, encoded)
         except AttnError as exc:
             return exc
         except Exception as exc:
