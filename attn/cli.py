@@ -11,7 +11,7 @@ from . import models
 from .engine import Engine
 from .errors import AttnError
 from .labels import head_label, visible
-from .weights import View, check_view, row, strongest
+from .view import View, check_view, row, strongest
 
 
 def build_parser() -> argparse.ArgumentParser:

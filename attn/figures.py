@@ -6,16 +6,21 @@ tokens it shows the most-attended ones in prompt order, marks hidden runs with "
 and says how many are hidden. Figures are built on `Figure` directly (no pyplot global
 state), so concurrent requests never share a canvas; saving takes a lock, because the
 settings it needs (rcParams, warning filters) are process-wide.
+
+`line_svg` draws a view as SVG and says how wide it is; `line_diagram_html` puts that on
+the page as an <img>.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from html import escape
 
 import matplotlib
 import numpy as np
@@ -32,7 +37,7 @@ from matplotlib.transforms import IdentityTransform
 from .analysis import Analysis
 from .labels import MAX_LABEL_CHARS, head_label, visible
 from .palette import BLUE, GRAY, PREDICTED, PREDICTED_FILL
-from .weights import View, check_view, matrix, row
+from .view import View, check_view, matrix, row
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
@@ -293,3 +298,35 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
         warnings.simplefilter("ignore", UserWarning)
         fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Svg:
+    """A drawing as SVG, and its natural width in CSS pixels."""
+
+    data: bytes
+    width_px: float
+
+    def __len__(self) -> int:  # bytes held, for a cache's byte bound
+        return len(self.data)
+
+
+def line_svg(analysis: Analysis, view: View) -> Svg:
+    """The line diagram for one view, as SVG."""
+    fig = line_diagram(analysis, view)
+    return Svg(to_svg(fig), fig.get_figwidth() * 72 * 4 / 3)  # inches -> pt (the SVG's unit) -> CSS px
+
+
+def line_diagram_html(svg: Svg, view: View) -> str:
+    """The figure as an <img>: an SVG image can run no script, whatever its labels say.
+
+    It shrinks with the page, but not below 60% of its size: in a narrow frame the
+    labels stay legible and the figure scrolls sideways instead."""
+    alt = f"Line diagram: attention at layer {view.layer}, {head_label(view.head)}"
+    b64 = base64.b64encode(svg.data).decode("ascii")
+    natural = svg.width_px
+    return (
+        f'<div class="attn-figure" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
+        f'src="data:image/svg+xml;base64,{b64}" '
+        f'style="width:100%;max-width:{natural:.0f}px;min-width:{0.6 * natural:.0f}px;height:auto"></div>'
+    )

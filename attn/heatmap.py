@@ -17,7 +17,7 @@ import numpy as np
 from .analysis import Analysis
 from .labels import head_label, visible
 from .palette import GLOBAL_LAYER, HEATMAP_GRAY_HIGH, HEATMAP_GRAY_LOW, HEATMAP_HIGH, HEATMAP_LOW
-from .weights import overview, parse_head
+from .view import overview, parse_head
 
 CELL_LIMIT = 160
 ROW_PX = 16

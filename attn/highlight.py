@@ -8,8 +8,8 @@ from html import escape
 
 from .analysis import Analysis
 from .labels import head_label
-from .palette import BLUE, BLUE_RGB, PREDICTED, PREDICTED_FILL
-from .weights import View, check_view, row
+from .palette import BLUE_RGB, PREDICTED, PREDICTED_FILL
+from .view import View, check_view, row
 
 SHADE = BLUE_RGB  # the line diagram's blue
 
@@ -80,35 +80,3 @@ def token_html(analysis: Analysis, view: View) -> str:
         '<div class="attn-tokens" style="white-space:pre-wrap;line-height:1.9;font-size:16px;'
         f'max-height:420px;overflow-y:auto;color:#111">{"".join(parts)}</div>{legend}</div>'
     )
-
-
-def top_k_html(analysis: Analysis, k: int = 10) -> str:
-    """The next-token distribution as a compact bar list."""
-    rows = []
-    for t in analysis.top_k[:k]:
-        pct = max(0.0, min(1.0, t.prob))
-        chosen = t.id == analysis.next_token_id
-        weight = f"font-weight:bold;color:{PREDICTED};" if chosen else ""
-        rows.append(
-            '<div style="display:flex;align-items:center;gap:8px;line-height:1.5">'
-            f'<code style="flex:0 0 9em;overflow:hidden;white-space:pre;{weight}">{escape(repr(t.token))}</code>'
-            f'<span style="flex:1 1 auto;background:#eef2fa"><span style="display:block;height:9px;'
-            f'background:{BLUE};width:{pct * 100:.1f}%"></span></span>'
-            f'<span style="flex:0 0 4em;text-align:right">{t.prob:.1%}</span></div>'
-        )
-    return (
-        '<div class="attn-topk" style="font-size:13px"><div style="color:#555;margin-bottom:2px">'
-        f"Most likely next tokens</div>{''.join(rows)}</div>"
-    )
-
-
-def continuation_html(analysis: Analysis) -> str:
-    """The prompt followed by the predicted token, marked."""
-    tail = analysis.prompt[-400:]
-    cut = "…" if len(analysis.prompt) > 400 else ""
-    return (
-        '<div class="attn-continuation" style="white-space:pre-wrap;font-size:16px">'
-        f"{cut}{escape(tail)}<mark style=\"background:{PREDICTED_FILL};color:{PREDICTED};font-weight:bold;"
-        f'border:2px solid {PREDICTED};border-radius:3px">{escape(analysis.next_token)}</mark></div>'
-    )
-

@@ -1,6 +1,6 @@
 """Prompt -> Analysis: the prediction, the attention it came from, and the checks on it.
 
-Also the views over an Analysis (attn/weights.py), which are pure numpy.
+Also the views over an Analysis (attn/view.py), which are pure numpy.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from attn import inference, weights
 from attn.analysis import SCHEMA, Analysis, TokenProb
 from attn.errors import IntegrityError, PromptError, ViewError
 from attn.inference import FULL_MATRIX_MAX_TOKENS, analyze, check_integrity, encode
-from attn.weights import View
+from attn.view import View
 
 THIRSTY = "Jide was thirsty so she went looking for"
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)  # 601 tokens
@@ -372,7 +372,7 @@ def test_analysis_size_counts_the_full_matrix(gpt2):
     assert short.nbytes > short.full.nbytes + short.last_row.nbytes
 
 
-# ---- views (attn/weights.py) ---------------------------------------------------------
+# ---- views (attn/view.py) ---------------------------------------------------------
 
 
 def _hand_made_analysis(full: bool = True) -> Analysis:
