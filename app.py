@@ -6,25 +6,24 @@ pass per prompt is cached by the engine; every control re-renders from that cach
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
-import re
 import time
 from html import escape
 from pathlib import Path
-from urllib.parse import urlencode
 
 import gradio as gr
 import spaces
 
-from attn import BUNDLED, REGISTRY, AttnError, Engine, View
-from attn.errors import echo
-from attn.figures import layer_kind
-from attn.render import FigureCache
-from attn.highlight import continuation_html, token_html, top_k_html
-from attn.weights import BOS_MODE_HELP, check_view, head_label, parse_head, row
+from attn import BUNDLED, REGISTRY, AttnError, Engine
+from attn.figures import line_diagram_html
+from attn.highlight import token_html
+from attn.link import read_link, share_query
+from attn.summary import layer_info_md, model_status_md, note_html, summary_html, top_k_html
+from attn.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice, head_choices,
+                       parse_head, view_json)
+from attn.view_cache import ViewCache
 
 log = logging.getLogger("app")
 HERE = Path(__file__).parent
@@ -41,8 +40,8 @@ if DEFAULT_MODEL not in MODEL_NAMES:
 # 0.7 s on an H200; a short duration queues sooner on ZeroGPU.
 GPU = spaces.GPU(duration=int(os.environ.get("ATTN_GPU_SECONDS", "10")))
 ENGINE = Engine(model_names=MODEL_NAMES, accelerator=GPU)
-FIGURES = FigureCache(int(os.environ.get("ATTN_FIGURE_CACHE_BYTES", 64 << 20)),
-                      prefetch=os.environ.get("ATTN_PREFETCH", "1") != "0")
+VIEWS = ViewCache(int(os.environ.get("ATTN_FIGURE_CACHE_BYTES", 64 << 20)),
+                  prefetch=os.environ.get("ATTN_PREFETCH", "1") != "0")
 if ON_ZEROGPU:
     # ZeroGPU wants weights placed on cuda at import time, in the main process.
     for _name in MODEL_NAMES:
@@ -51,61 +50,24 @@ if ON_ZEROGPU:
         except AttnError as exc:
             log.error("%s", exc)
 
-HEAD_CHOICES_BASE = ["Mean over heads", "Max over heads"]
 BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
 
 
 # ---- helpers ---------------------------------------------------------------------------
-def head_choices(num_heads: int) -> list[str]:
-    return HEAD_CHOICES_BASE + [f"Head {i}" for i in range(num_heads)]
-
-
-def head_value(head) -> str:
-    head = parse_head(head)
-    return {"mean": HEAD_CHOICES_BASE[0], "max": HEAD_CHOICES_BASE[1]}.get(head, f"Head {head}")
-
-
 def model_choices() -> list[tuple[str, str]]:
     return [(REGISTRY[n].label, n) for n in MODEL_NAMES]
 
 
-def model_status_md(name: str) -> str:
+def model_status(name: str) -> str:
     try:
         state, detail = ENGINE.status(name)
     except AttnError as exc:  # a name from a crafted request: say so, as plain text
         return escape(str(exc))
-    spec = REGISTRY[name]
-    if state == "ready":
-        return f"**{spec.label}**: ready ({detail})."
-    if state == "error":
-        return f"**{spec.label}**: unavailable. {detail}"
-    if state == "loading":
-        return f"**{spec.label}**: loading ({detail})…"
-    return f"**{spec.label}** loads on first use. {spec.notes}"
+    return model_status_md(REGISTRY[name], state, detail)
 
 
-def svg_html(svg: bytes, alt: str, cls: str) -> str:
-    """The figure as an <img>: an SVG image can run no script, whatever its labels say.
-
-    It shrinks with the page, but not below 60% of its size: in a narrow frame the
-    labels stay legible and the figure scrolls sideways instead."""
-    b64 = base64.b64encode(svg).decode("ascii")
-    match = re.search(rb'<svg[^>]*\swidth="([\d.]+)pt"', svg[:2000])
-    natural = float(match.group(1)) * 4 / 3 if match else 1200.0  # pt -> CSS px
-    return (
-        f'<div class="{cls}" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
-        f'src="data:image/svg+xml;base64,{b64}" '
-        f'style="width:100%;max-width:{natural:.0f}px;min-width:{0.6 * natural:.0f}px;height:auto"></div>'
-    )
-
-
-def share_query(prompt: str, model: str, layer: int, head, bos: str, show_all: bool) -> str:
-    params = {"prompt": prompt, "model": model, "layer": int(layer), "head": parse_head(head)}
-    if bos != "gray":
-        params["bos"] = bos
-    if show_all:
-        params["all"] = 1
-    return "?" + urlencode(params)
+def preset_layer(preset: dict, model: str) -> int:
+    return int(preset.get("layer", {}).get(model, REGISTRY[model].default_layer))
 
 
 def wait_for_model(name: str, progress: gr.Progress) -> None:
@@ -120,23 +82,19 @@ def wait_for_model(name: str, progress: gr.Progress) -> None:
         time.sleep(0.3)
 
 
-def get_analysis(prompt: str, model: str, progress: gr.Progress | None = None):
+def analyze(prompt: str, model: str, progress: gr.Progress | None = None):
+    """ENGINE.analyze, showing a model load's progress on the page while it waits."""
     # A blank prompt needs no model: it is refused at once, not after a load (ENGINE.analyze).
     if progress is not None and isinstance(prompt, str) and prompt.strip() and not ENGINE.is_ready(model):
         wait_for_model(model, progress)
     return ENGINE.analyze(prompt, model)
 
 
-def note_html(message: str) -> str:
-    """The short line under the prompt that says why the last request was refused."""
-    return f'<div class="attn-note" role="alert">{escape(message)}</div>' if message else ""
-
-
 # ---- event handlers --------------------------------------------------------------------
 # No handler raises gr.Error: a failed event marks every output with an "Error" badge, which
 # hides the controls and the last good analysis. A refused request skips its outputs instead
 # and says why in the line under the prompt (and in a toast, from queued events).
-def render_view(key: dict | None, layer, head, bos, show_all):
+def on_view(key: dict | None, layer, head, bos, show_all):
     """Everything that depends on the view; served from the cached analysis.
 
     The last output is the note under the prompt: set when the view cannot be drawn, left
@@ -153,22 +111,12 @@ def render_view(key: dict | None, layer, head, bos, show_all):
         view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
     except AttnError as exc:
         return (gr.skip(),) * 5 + (note_html(str(exc)),)
-    kind = layer_kind(analysis, view.layer)
-    weights = row(analysis, view)
-    info = (
-        f"**Layer {view.layer}** of {analysis.num_layers - 1}: **{kind}** attention"
-        + (" (sees only the last tokens)" if kind.startswith("local") else " (sees the whole prompt)")
-        + f" · {head_label(view.head)} · `<BOS>` weight {weights[0]:.2f}"
-        + (" (outside this layer's window)" if kind.startswith("local") and analysis.sliding_window
-           and analysis.num_tokens > analysis.sliding_window else "")
-    )
-    alt = f"Line diagram: attention at layer {view.layer}, {head_label(view.head)}"
     return (
-        svg_html(FIGURES.line_svg(analysis, view), alt, "attn-figure"),
+        line_diagram_html(VIEWS.line_svg(analysis, view), view),
         token_html(analysis, view),
-        FIGURES.heatmap(analysis, view),
-        info,
-        share_query(analysis.prompt, analysis.model, view.layer, view.head, view.bos, view.show_all),
+        VIEWS.heatmap(analysis, view),
+        layer_info_md(analysis, view),
+        share_query(analysis.prompt, analysis.model, view),
         gr.skip(),
     )
 
@@ -178,38 +126,25 @@ def refuse(exc: AttnError, model: str, shown: dict | None) -> tuple:
     so the last good analysis and the controls stay usable."""
     gr.Warning(escape(str(exc)))  # toasts render HTML: show "<BOS>" as text
     note = str(exc) + (" The views below still show the last analysis." if shown else "")
-    return (gr.skip(),) * 5 + (model_status_md(model), note_html(note))
+    return (gr.skip(),) * 5 + (model_status(model), note_html(note))
 
 
-def run_analysis(prompt: str, model: str, layer, head, shown: dict | None = None, progress=gr.Progress()):
-    """Analyse (one forward pass, cached) and size the controls to the model."""
+def on_analyze(prompt: str, model: str, layer, head, shown: dict | None = None, progress=gr.Progress()):
+    """Analyze (one forward pass, cached) and size the controls to the model."""
     try:
-        analysis = get_analysis(prompt, model, progress)
+        analysis = analyze(prompt, model, progress)
     except AttnError as exc:
         return refuse(exc, model, shown)
-    layer = analysis.num_layers - 1 if layer is None else min(max(int(layer), 0), analysis.num_layers - 1)
-    head = parse_head(head) if head is not None else "mean"
-    if isinstance(head, int) and head >= analysis.num_heads:
-        head = "mean"
-    summary = (
-        f"{continuation_html(analysis)}"
-        f'<div style="font-size:12px;color:#666;margin-top:4px">{analysis.num_tokens} tokens with &lt;BOS&gt; · '
-        f"{analysis.model} ({analysis.dtype})</div>"
-    )
+    layer, head = fit_controls(analysis, layer, head)
     return (
         {"model": analysis.model, "prompt": analysis.prompt},
-        summary,
+        summary_html(analysis),
         top_k_html(analysis),
         gr.update(maximum=analysis.num_layers - 1, value=layer),
-        gr.update(choices=head_choices(analysis.num_heads), value=head_value(head)),
-        model_status_md(model),
+        gr.update(choices=head_choices(analysis.num_heads), value=head_choice(head)),
+        model_status(model),
         "",
     )
-
-
-def preset_layer(preset: dict, model: str) -> int:
-    layers = preset.get("layer", {})
-    return int(layers.get(model, REGISTRY[model].default_layer))
 
 
 def on_load(request: gr.Request):
@@ -217,79 +152,49 @@ def on_load(request: gr.Request):
 
     Without a link the page is already built with these defaults: the controls are left
     alone (a slider moved while this event waits is not reset) and only the status is fresh."""
-    q = dict(request.query_params) if request is not None else {}
-    if not q:
-        return (gr.skip(),) * 7 + (model_status_md(DEFAULT_MODEL),)
-    model = q.get("model") or DEFAULT_MODEL
-    notes = []
-    if model not in MODEL_NAMES:
-        notes.append(f"Unknown model in the link ({echo(model)}); using {DEFAULT_MODEL}.")
-        model = DEFAULT_MODEL
-    spec = REGISTRY[model]
-    prompt = q.get("prompt", "")
-    layer = q.get("layer")
-    try:
-        layer = int(layer) if layer is not None else preset_layer(EXAMPLES[0], model)
-    except ValueError:
-        notes.append("The link's layer is not a number; using the suggested layer.")
-        layer = preset_layer(EXAMPLES[0], model)
-    if not 0 <= layer < spec.num_layers:
-        notes.append(f"Layer {layer} is out of range for {spec.label} (0-{spec.num_layers - 1}).")
-        layer = min(max(layer, 0), spec.num_layers - 1)
-    try:
-        head = parse_head(q.get("head", "mean"))
-        if isinstance(head, int) and not 0 <= head < spec.num_heads:
-            raise AttnError(f"Head {head} is out of range (0-{spec.num_heads - 1}).")
-    except AttnError as exc:
-        notes.append(f"{exc} Using the mean over heads.")
-        head = "mean"
-    bos = q.get("bos", "gray")
-    if bos not in BOS_MODE_HELP:
-        notes.append("Unknown BOS mode in the link; using gray.")
-        bos = "gray"
-    show_all = q.get("all", "0") in ("1", "true", "yes")
-    for note in notes:
+    query = dict(request.query_params) if request is not None else {}
+    if not query:
+        return (gr.skip(),) * 7 + (model_status(DEFAULT_MODEL),)
+    link = read_link(query, specs={n: REGISTRY[n] for n in MODEL_NAMES}, default_model=DEFAULT_MODEL,
+                     suggested_layer=lambda model: preset_layer(EXAMPLES[0], model))
+    for note in link.notes:
         gr.Warning(escape(note))
+    spec, view = REGISTRY[link.model], link.view
     return (
-        prompt or EXAMPLES[0]["prompt"],
-        gr.update(value=model),
-        gr.update(maximum=spec.num_layers - 1, value=layer),
-        gr.update(choices=head_choices(spec.num_heads), value=head_value(head)),
-        bos,
-        show_all,
-        bool(prompt),
-        model_status_md(model),
+        link.prompt or EXAMPLES[0]["prompt"],
+        gr.update(value=link.model),
+        gr.update(maximum=spec.num_layers - 1, value=view.layer),
+        gr.update(choices=head_choices(spec.num_heads), value=head_choice(view.head)),
+        view.bos,
+        view.show_all,
+        bool(link.prompt),
+        model_status(link.model),
     )
+
+
+def on_load_analyze(run: bool, prompt: str, model: str, layer, head, shown, progress=gr.Progress()):
+    """After on_load: analyze the link's prompt, when the link had one."""
+    if not run:
+        return (gr.skip(),) * 7
+    return on_analyze(prompt, model, layer, head, shown, progress)
 
 
 # ---- API -------------------------------------------------------------------------------
 def api_analyze(prompt: str, model: str = BUNDLED) -> dict:
-    """Analyse a prompt: next token, top-k, and the last position's attention for every
+    """Analyze a prompt: next token, top-k, and the last position's attention for every
     layer and head (the JSON schema in the README)."""
     try:
-        return get_analysis(prompt, model).to_json()
+        return analyze(prompt, model).to_json()
     except AttnError as exc:
         raise gr.Error(str(exc)) from None
 
 
 def api_view(prompt: str, model: str = BUNDLED, layer: int = 0, head: str = "mean", bos: str = "gray") -> dict:
-    """The weights one view shows (served from the cache when the prompt was analysed)."""
+    """The weights one view shows (served from the cache when the prompt was analyzed)."""
     try:
-        analysis = get_analysis(prompt, model)
-        view = check_view(analysis, View(layer=layer, head=parse_head(head), bos=bos))
-        weights = row(analysis, view)
+        return view_json(analyze(prompt, model), View(layer=layer, head=parse_head(head), bos=bos))
     except AttnError as exc:
         raise gr.Error(str(exc)) from None
-    return {
-        "model": analysis.model,
-        "layer": view.layer,
-        "layer_type": analysis.layer_types[view.layer],
-        "head": view.head,
-        "bos": view.bos,
-        "tokens": analysis.tokens,
-        "weights": [round(float(w), 6) for w in weights],
-        "next_token": analysis.next_token,
-    }
 
 
 def api_stats() -> dict:
@@ -342,7 +247,7 @@ def build() -> gr.Blocks:
                 look_for = gr.Markdown("", elem_id="look-for")
             with gr.Column(scale=2):
                 model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", elem_id="model")
-                status = gr.Markdown(model_status_md(DEFAULT_MODEL), elem_id="model-status")
+                status = gr.Markdown(model_status(DEFAULT_MODEL), elem_id="model-status")
                 analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
         with gr.Row():
             with gr.Column(scale=3):
@@ -376,39 +281,31 @@ def build() -> gr.Blocks:
         analysis_outputs = [key, summary, topk, layer, head, status, note]
         # Progress shows where the result will appear, never over the controls (which are
         # outputs only to be sized to the model) nor over the status.
-        analysing = dict(api_visibility="private", concurrency_limit=2, show_progress_on=[summary, figure])
+        analyzing = dict(api_visibility="private", concurrency_limit=2, show_progress_on=[summary, figure])
         quiet = dict(api_visibility="private", queue=False, show_progress="hidden")
 
-        def analyse_then_render(event):
-            return event.then(render_view, view_inputs, view_outputs, **quiet)
+        def then_view(event):
+            return event.then(on_view, view_inputs, view_outputs, **quiet)
 
-        analyse_then_render(gr.on([analyze_btn.click, prompt.submit], run_analysis, analysis_inputs,
-                                  analysis_outputs, **analysing))
+        then_view(gr.on([analyze_btn.click, prompt.submit], on_analyze, analysis_inputs, analysis_outputs, **analyzing))
         for i, button in enumerate(preset_buttons):
             def fill(model_name, _i=i):
                 p = EXAMPLES[_i]
                 return p["prompt"], preset_layer(p, model_name), f"**What to look for:** {p['look_for']}"
 
-            analyse_then_render(
+            then_view(
                 button.click(fill, [model], [prompt, layer, look_for], **quiet)
-                .then(run_analysis, analysis_inputs, analysis_outputs, **analysing)
+                .then(on_analyze, analysis_inputs, analysis_outputs, **analyzing)
             )
-        gr.on([layer.change, head.change, bos.change, show_all.change], render_view, view_inputs,
-              view_outputs, **quiet)
-        model.change(model_status_md, [model], [status], **quiet)
+        gr.on([layer.change, head.change, bos.change, show_all.change], on_view, view_inputs, view_outputs, **quiet)
+        model.change(model_status, [model], [status], **quiet)
         copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
 
         # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
         # No progress: the page is usable while this waits (behind a model load, say).
         load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, autorun, status],
                          api_visibility="private", show_progress="hidden")
-
-        def maybe_analyse(run, prompt_text, model_name, layer_value, head_value_, shown, progress=gr.Progress()):
-            if not run:
-                return (gr.skip(),) * len(analysis_outputs)
-            return run_analysis(prompt_text, model_name, layer_value, head_value_, shown, progress)
-
-        analyse_then_render(load.then(maybe_analyse, [autorun, *analysis_inputs], analysis_outputs, **analysing))
+        then_view(load.then(on_load_analyze, [autorun, *analysis_inputs], analysis_outputs, **analyzing))
 
         gr.api(api_analyze, api_name="analyze", concurrency_limit=2)
         gr.api(api_view, api_name="view", concurrency_limit=4)

@@ -13,7 +13,7 @@ from .errors import (
     ViewError,
 )
 from .models import BUNDLED, REGISTRY, LoadedModel
-from .weights import BOS_MODES, View
+from .view import BOS_MODES, View
 
 __all__ = [
     "SCHEMA", "Ablation", "Analysis", "Deletion", "LensLayer", "TokenProb", "Engine", "AnalysisFailedError", "AttnError", "IntegrityError",

@@ -108,6 +108,23 @@ class Analysis:
             "rollout": _rounded(self.rollout, digits),
         }
 
+    # ---- layer facts ------------------------------------------------------------------
+    def is_local(self, layer: int) -> bool:
+        """A sliding-window layer: it sees only the last `sliding_window` tokens."""
+        return self.layer_types[layer] == "local"
+
+    def layer_kind(self, layer: int) -> str:
+        """'global', or 'local (sliding window 512)'."""
+        kind = self.layer_types[layer]
+        if kind == "local" and self.sliding_window:
+            return f"local (sliding window {self.sliding_window})"
+        return kind
+
+    def bos_outside_window(self, layer: int) -> bool:
+        """This layer is local and the prompt is longer than its window: <BOS> is out of
+        its sight for the predicting position."""
+        return self.is_local(layer) and bool(self.sliding_window) and self.num_tokens > self.sliding_window
+
 
 def _rounded(values: np.ndarray | None, digits: int):
     return None if values is None else np.round(values.astype(np.float64), digits).tolist()

@@ -10,8 +10,8 @@ import sys
 from . import models
 from .engine import Engine
 from .errors import AttnError
-from .figures import layer_kind, visible
-from .weights import View, check_view, head_label, row, strongest
+from .labels import head_label, visible
+from .view import View, check_view, row, strongest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"next token: {analysis.next_token!r}  "
           f"(p={analysis.top_k[0].prob:.3f}; then "
           + ", ".join(f"{t.token!r} {t.prob:.3f}" for t in analysis.top_k[1:4]) + ")", file=out)
-    print(f"layer {view.layer}, {layer_kind(analysis, view.layer)}, {head_label(view.head)}: "
+    print(f"layer {view.layer}, {analysis.layer_kind(view.layer)}, {head_label(view.head)}: "
           f"<BOS> gets {weights[0]:.3f}; most attended:", file=out)
     for pos, w in strongest(weights, args.top):
         print(f"  {w:6.3f}  #{pos:<4} {visible(analysis.tokens[pos], 40)!r}", file=out)

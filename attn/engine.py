@@ -120,7 +120,7 @@ class Engine:
     def _forward_outcome(self, model_name: str, prompt: str, encoded) -> Analysis | AttnError:
         """The one forward pass, where the accelerator is."""
         return self._as_value("The model failed on this prompt", model_name,
-                              lambda: inference.analyze_encoded(self.model(model_name), prompt, encoded))
+                              lambda: inference.forward(self.model(model_name), prompt, encoded))
 
     def _ablation_batch_outcome(self, model_name: str, ids: list[int], chunk: list[int], next_id: int):
         """One batch of token deletions, where the accelerator is."""

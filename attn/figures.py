@@ -6,16 +6,21 @@ tokens it shows the most-attended ones in prompt order, marks hidden runs with "
 and says how many are hidden. Figures are built on `Figure` directly (no pyplot global
 state), so concurrent requests never share a canvas; saving takes a lock, because the
 settings it needs (rcParams, warning filters) are process-wide.
+
+`line_svg` draws a view as SVG and says how wide it is; `line_diagram_html` puts that on
+the page as an <img>.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from html import escape
 
 import matplotlib
 import numpy as np
@@ -30,48 +35,13 @@ from matplotlib.text import Text
 from matplotlib.transforms import IdentityTransform
 
 from .analysis import Analysis
-from .weights import View, check_view, head_label, matrix, row
+from .labels import MAX_LABEL_CHARS, head_label, visible
+from .palette import BLUE, GRAY, PREDICTED, PREDICTED_FILL
+from .view import View, check_view, matrix, row
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
-BLUE = "#1f5fbf"
-GRAY = "#b8b8b8"
-PREDICTED = "#0a7d32"
-PREDICTED_FILL = "#e6f4ea"
 MIN_WIDTH, MAX_WIDTH = 0.0, 5.0  # the lab's line thickness range
-MAX_LABEL_CHARS = 12
-
-
-def visible(text: str, limit: int = MAX_LABEL_CHARS) -> str:
-    """A token as a label: whitespace and control characters made visible, long ones cut."""
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("⏎")
-        elif ch == "\t":
-            out.append("⇥")
-        elif ch == "\r":
-            out.append("␍")
-        elif ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ch in "\u200b\u200c\u200d\u2060\ufeff":
-            out.append("·")
-        else:
-            out.append(ch)
-    s = "".join(out)
-    if s.strip() == "":
-        s = "␣" * max(1, min(len(s), 3))
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return s
-
-
-def layer_kind(analysis: Analysis, layer: int) -> str:
-    """'global', or 'local (sliding window 512)'."""
-    kind = analysis.layer_types[layer]
-    if kind == "local" and analysis.sliding_window:
-        return f"local (sliding window {analysis.sliding_window})"
-    return kind
 
 
 def _columns(weights: np.ndarray, max_columns: int) -> list[int]:
@@ -135,7 +105,7 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
         )
 
     title = (
-        f"Attention Weights for Layer {view.layer} · {layer_kind(analysis, view.layer)} · "
+        f"Attention Weights for Layer {view.layer} · {analysis.layer_kind(view.layer)} · "
         f"{head_label(view.head)}"
     )
     # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
@@ -328,3 +298,35 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
         warnings.simplefilter("ignore", UserWarning)
         fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Svg:
+    """A drawing as SVG, and its natural width in CSS pixels."""
+
+    data: bytes
+    width_px: float
+
+    def __len__(self) -> int:  # bytes held, for a cache's byte bound
+        return len(self.data)
+
+
+def line_svg(analysis: Analysis, view: View) -> Svg:
+    """The line diagram for one view, as SVG."""
+    fig = line_diagram(analysis, view)
+    return Svg(to_svg(fig), fig.get_figwidth() * 72 * 4 / 3)  # inches -> pt (the SVG's unit) -> CSS px
+
+
+def line_diagram_html(svg: Svg, view: View) -> str:
+    """The figure as an <img>: an SVG image can run no script, whatever its labels say.
+
+    It shrinks with the page, but not below 60% of its size: in a narrow frame the
+    labels stay legible and the figure scrolls sideways instead."""
+    alt = f"Line diagram: attention at layer {view.layer}, {head_label(view.head)}"
+    b64 = base64.b64encode(svg.data).decode("ascii")
+    natural = svg.width_px
+    return (
+        f'<div class="attn-figure" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
+        f'src="data:image/svg+xml;base64,{b64}" '
+        f'style="width:100%;max-width:{natural:.0f}px;min-width:{0.6 * natural:.0f}px;height:auto"></div>'
+    )

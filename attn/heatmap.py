@@ -15,16 +15,16 @@ from html import escape
 import numpy as np
 
 from .analysis import Analysis
-from .figures import visible
-from .weights import head_label, overview, parse_head
+from .labels import head_label, visible
+from .palette import GLOBAL_LAYER, HEATMAP_GRAY_HIGH, HEATMAP_GRAY_LOW, HEATMAP_HIGH, HEATMAP_LOW
+from .view import overview, parse_head
 
 CELL_LIMIT = 160
 ROW_PX = 16
-# "Blues"-like ramp from white to the line diagram's blue; BOS uses a gray ramp.
-LOW = np.array([247, 251, 255], dtype=np.float32)
-HIGH = np.array([8, 48, 107], dtype=np.float32)
-GRAY_LOW = np.array([245, 245, 245], dtype=np.float32)
-GRAY_HIGH = np.array([90, 90, 90], dtype=np.float32)
+LOW = np.array(HEATMAP_LOW, dtype=np.float32)
+HIGH = np.array(HEATMAP_HIGH, dtype=np.float32)
+GRAY_LOW = np.array(HEATMAP_GRAY_LOW, dtype=np.float32)
+GRAY_HIGH = np.array(HEATMAP_GRAY_HIGH, dtype=np.float32)
 
 
 def _colours(data: np.ndarray, bos_mode: str) -> np.ndarray:
@@ -59,7 +59,7 @@ def heatmap_html(
         grid = heatmap_grid(analysis, head, bos)
     labels = []
     for i, kind in enumerate(analysis.layer_types):
-        style = "font-weight:bold;color:#b3261e;" if kind == "global" else "color:#444;"
+        style = f"font-weight:bold;color:{GLOBAL_LAYER};" if kind == "global" else "color:#444;"
         if i == current_layer:
             style += "background:#fde7d4;"
         labels.append(
@@ -81,7 +81,7 @@ def heatmap_html(
         '<div class="attn-heatmap" style="font-family:ui-sans-serif,system-ui,sans-serif">'
         f'<div style="font-size:13px;color:#333;margin-bottom:4px">Every layer at once ({escape(head_label(head))}): '
         "each row is a layer, each column a prompt token; darker = more attention from the position "
-        f"that predicts {escape(repr(analysis.next_token))}. <b style=\"color:#b3261e\">G</b> = global layer, "
+        f"that predicts {escape(repr(analysis.next_token))}. <b style=\"color:{GLOBAL_LAYER}\">G</b> = global layer, "
         f"L = local (sliding window).{bos_note}</div>"
         '<div style="display:flex;align-items:flex-start">'
         f'<div style="flex:0 0 auto">{"".join(labels)}</div>'

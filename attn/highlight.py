@@ -7,10 +7,11 @@ from __future__ import annotations
 from html import escape
 
 from .analysis import Analysis
-from .figures import layer_kind
-from .weights import View, check_view, head_label, row
+from .labels import head_label
+from .palette import BLUE_RGB, PREDICTED, PREDICTED_FILL
+from .view import View, check_view, row
 
-SHADE = (31, 95, 191)  # the line diagram's blue
+SHADE = BLUE_RGB  # the line diagram's blue
 
 
 def _attr(text: str) -> str:
@@ -52,11 +53,11 @@ def token_html(analysis: Analysis, view: View) -> str:
         )
     parts.append(
         f'<span class="attn-pred" title="{_attr(f"predicted next token: {analysis.next_token!r}")}" '
-        'style="border:2px solid #0a7d32;background:#e6f4ea;color:#0a7d32;font-weight:bold;'
+        f'style="border:2px solid {PREDICTED};background:{PREDICTED_FILL};color:{PREDICTED};font-weight:bold;'
         f'border-radius:3px;padding:0 2px;margin-left:2px">{_token_text(analysis.next_token)}</span>'
     )
     caption = (
-        f"Layer {view.layer}, {escape(layer_kind(analysis, view.layer))}, {escape(head_label(view.head))}: "
+        f"Layer {view.layer}, {escape(analysis.layer_kind(view.layer))}, {escape(head_label(view.head))}: "
         f"how much the position predicting <b>{escape(repr(analysis.next_token))}</b> attends to each token. "
         "Hover a token for its exact weight."
     )
@@ -70,7 +71,7 @@ def token_html(analysis: Analysis, view: View) -> str:
         f"<span>{scale:.3f} (strongest non-BOS token)</span></span>"
         f'{group}<span style="border:1px dashed #888;background:#eee;padding:0 3px">&lt;BOS&gt;</span>'
         "<span>attention sink, shown apart</span></span>"
-        f'{group}<span style="border:2px solid #0a7d32;background:#e6f4ea;padding:0 3px">next</span>'
+        f'{group}<span style="border:2px solid {PREDICTED};background:{PREDICTED_FILL};padding:0 3px">next</span>'
         "<span>predicted token</span></span></div>"
     )
     return (
@@ -79,35 +80,3 @@ def token_html(analysis: Analysis, view: View) -> str:
         '<div class="attn-tokens" style="white-space:pre-wrap;line-height:1.9;font-size:16px;'
         f'max-height:420px;overflow-y:auto;color:#111">{"".join(parts)}</div>{legend}</div>'
     )
-
-
-def top_k_html(analysis: Analysis, k: int = 10) -> str:
-    """The next-token distribution as a compact bar list."""
-    rows = []
-    for t in analysis.top_k[:k]:
-        pct = max(0.0, min(1.0, t.prob))
-        chosen = t.id == analysis.next_token_id
-        weight = "font-weight:bold;color:#0a7d32;" if chosen else ""
-        rows.append(
-            '<div style="display:flex;align-items:center;gap:8px;line-height:1.5">'
-            f'<code style="flex:0 0 9em;overflow:hidden;white-space:pre;{weight}">{escape(repr(t.token))}</code>'
-            f'<span style="flex:1 1 auto;background:#eef2fa"><span style="display:block;height:9px;'
-            f'background:#1f5fbf;width:{pct * 100:.1f}%"></span></span>'
-            f'<span style="flex:0 0 4em;text-align:right">{t.prob:.1%}</span></div>'
-        )
-    return (
-        '<div class="attn-topk" style="font-size:13px"><div style="color:#555;margin-bottom:2px">'
-        f"Most likely next tokens</div>{''.join(rows)}</div>"
-    )
-
-
-def continuation_html(analysis: Analysis) -> str:
-    """The prompt followed by the predicted token, marked."""
-    tail = analysis.prompt[-400:]
-    cut = "…" if len(analysis.prompt) > 400 else ""
-    return (
-        '<div class="attn-continuation" style="white-space:pre-wrap;font-size:16px">'
-        f"{cut}{escape(tail)}<mark style=\"background:#e6f4ea;color:#0a7d32;font-weight:bold;"
-        f'border:2px solid #0a7d32;border-radius:3px">{escape(analysis.next_token)}</mark></div>'
-    )
-

@@ -98,12 +98,12 @@ def analyze(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     top_k: int = 10,
 ) -> Analysis:
-    """One forward pass; returns CPU numpy only (safe to pickle across processes)."""
-    return analyze_encoded(loaded, prompt, encode(loaded.tokenizer, prompt, max_tokens), top_k=top_k)
+    """Encode, then one forward pass; returns CPU numpy only (safe to pickle across processes)."""
+    return forward(loaded, prompt, encode(loaded.tokenizer, prompt, max_tokens), top_k=top_k)
 
 
-def analyze_encoded(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 10) -> Analysis:
-    """The forward pass for an already validated `encode()` result."""
+def forward(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 10) -> Analysis:
+    """The one forward pass, for an already validated `encode()` result."""
     import torch
 
     ids, tokens, spans = encoded

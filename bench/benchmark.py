@@ -13,11 +13,11 @@ interleaved with it where possible, and each figure is a median over repeats.
    --full adds the first-ever launch on a fresh ATTN_CACHE_DIR (target: first /analyze
    answered <= 30 s) and the naive GGUF load vs the cached load.
 2. Analysis: /analyze through gradio_client (a new prompt each repeat, one word varied
-   at the same token count, so no cache answers) and, in this process, app.get_analysis
-   + app.render_view, each against a bare `model(input_ids, output_attentions=True)` on
+   at the same token count, so no cache answers) and, in this process, app.analyze
+   + app.on_view, each against a bare `model(input_ids, output_attentions=True)` on
    the same token ids, run back to back in rotating order (target <= 1.5x; the verdict
    is the median of the per-repeat ratios).
-3. Switching layer / head / BOS mode: app.render_view on a cached analysis at 37 and
+3. Switching layer / head / BOS mode: app.on_view on a cached analysis at 37 and
    ~1000 tokens: first view, layer switch cold (no wait), layer switch once prefetched,
    head switch, BOS switch (target <= 5% of the in-process analysis of the same prompt,
    timed in the same repeat, and < 100 ms). Between steps the benchmark waits for the
@@ -338,30 +338,30 @@ def bare_forward(loaded, ids) -> float:
 
 def view_keys(app_mod, analysis, layer: int, head: str, bos: str, every_likely: bool = False) -> list:
     """Keys of this view at every layer; with `every_likely`, of every view the
-    prefetcher draws after this one (attn.render.likely_next)."""
-    from attn.render import likely_next
-    from attn.weights import View, check_view, parse_head
+    prefetcher draws after this one (attn.view_cache.likely_next)."""
+    from attn.view import View, check_view, parse_head
+    from attn.view_cache import likely_next
 
     view = check_view(analysis, View(layer=layer, head=parse_head(head), bos=bos, show_all=False))
     views = [view, *likely_next(analysis, view)] if every_likely else [
         replace(view, layer=i) for i in range(analysis.num_layers)]
-    return [app_mod.FIGURES._key(analysis, v) for v in views]
+    return [app_mod.VIEWS._key(analysis, v) for v in views]
 
 
 def prefetched(app_mod, analysis, layer, head, bos) -> int:
-    cache = app_mod.FIGURES.cache
+    cache = app_mod.VIEWS.cache
     return sum(k in cache for k in view_keys(app_mod, analysis, layer, head, bos))
 
 
 def settle(app_mod, analysis, layer, head, bos, timeout: float = 60) -> bool:
     """Wait until the background prefetch drew every view it draws after this one (so it
     stops competing for the CPU with the next measurement)."""
-    if not app_mod.FIGURES.prefetch_enabled:
+    if not app_mod.VIEWS.prefetch_enabled:
         return True
     keys = view_keys(app_mod, analysis, layer, head, bos, every_likely=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        cache = app_mod.FIGURES.cache
+        cache = app_mod.VIEWS.cache
         if all(k in cache for k in keys):
             time.sleep(0.02)
             return True
@@ -372,21 +372,21 @@ def settle(app_mod, analysis, layer, head, bos, timeout: float = 60) -> bool:
 def reset_figures(app_mod) -> None:
     from attn.cache import ByteLRU
 
-    figs = app_mod.FIGURES
+    figs = app_mod.VIEWS
     figs.cache = ByteLRU(figs.cache.max_bytes, size_of=len)
 
 
 def timed_render(app_mod, analysis, layer, head, bos) -> float:
     key = {"model": analysis.model, "prompt": analysis.prompt}
     t = now()
-    out = app_mod.render_view(key, layer, head, bos, False)
+    out = app_mod.on_view(key, layer, head, bos, False)
     dt = now() - t
-    assert isinstance(out, tuple) and len(out) == 5 and "<img" in out[0], "render_view gave no figure"
+    assert isinstance(out, tuple) and len(out) == 5 and "<img" in out[0], "on_view gave no figure"
     return dt
 
 
 def view_switches(app_mod, analysis, reps: int, dwell: float = 3.0, analyze=None) -> dict:
-    """render_view timings on an analysis in the engine's cache. With `analyze`, each
+    """on_view timings on an analysis in the engine's cache. With `analyze`, each
     repeat first times a fresh analysis of the same prompt (side by side with its views)
     and caches it in the engine, as the app would."""
     s: dict[str, list] = {k: [] for k in ("analysis_s", "first_view", "layer_cold", "layer_warm", "layer_prefetched",
@@ -434,11 +434,11 @@ def view_switches(app_mod, analysis, reps: int, dwell: float = 3.0, analyze=None
 
 
 def view_components(analysis, reps: int = 3) -> dict:
-    """Where render_view's time goes, piece by piece (no cache)."""
+    """Where on_view's time goes, piece by piece (no cache)."""
     from attn.figures import line_diagram, to_svg
     from attn.heatmap import heatmap_html
     from attn.highlight import token_html
-    from attn.weights import View
+    from attn.view import View
 
     view = View(layer=min(PRESET_LAYER, analysis.num_layers - 1))
     parts = {"line_diagram": [], "to_svg": [], "token_html": [], "heatmap_html": []}
@@ -554,9 +554,9 @@ def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
     p = next(ctx["variants"])
     c.predict(p, BUNDLED, api_name="/analyze")
     q = next(ctx["variants"])
-    app_mod.get_analysis(q, BUNDLED)
-    timed_render(app_mod, app_mod.get_analysis(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
-    settle(app_mod, app_mod.get_analysis(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
+    app_mod.analyze(q, BUNDLED)
+    timed_render(app_mod, app_mod.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
+    settle(app_mod, app_mod.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
     bare_forward(loaded, inference.encode(loaded.tokenizer, ARTIST)[0])
 
     s = {"bare_s": [], "api_s": [], "inproc_analysis_s": [], "inproc_views_s": [], "inproc_total_s": []}
@@ -575,9 +575,9 @@ def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
 
         def do_inproc():
             t = now()
-            a = app_mod.get_analysis(p_in, BUNDLED)
+            a = app_mod.analyze(p_in, BUNDLED)
             t1 = now()
-            app_mod.render_view({"model": BUNDLED, "prompt": p_in}, PRESET_LAYER, MEAN, "gray", False)
+            app_mod.on_view({"model": BUNDLED, "prompt": p_in}, PRESET_LAYER, MEAN, "gray", False)
             t2 = now()
             s["inproc_analysis_s"].append(t1 - t)
             s["inproc_views_s"].append(t2 - t1)

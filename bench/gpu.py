@@ -228,7 +228,7 @@ def main() -> int:
         prompt = sized_prompt(loaded.tokenizer, sizes[1])
         encoded = inference.encode(loaded.tokenizer, prompt, 10**6)
         f32 = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").to(device)
-        ref = inference.analyze_encoded(models.LoadedModel.wrap("f32", f32, loaded.tokenizer), prompt, encoded)
+        ref = inference.forward(models.LoadedModel.wrap("f32", f32, loaded.tokenizer), prompt, encoded)
         got = engine.analyze(prompt, MODEL)
         diff = abs(got.last_row - ref.last_row)
         results["served_vs_float32"] = {

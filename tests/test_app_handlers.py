@@ -27,7 +27,7 @@ def outputs(result: tuple) -> dict:
 
 def refused(prompt: str, model: str, message: str) -> dict:
     with pytest.warns(UserWarning) as toasts:
-        out = outputs(app.run_analysis(prompt, model, 12, "Mean over heads", SHOWN))
+        out = outputs(app.on_analyze(prompt, model, 12, "Mean over heads", SHOWN))
     assert [str(t.message) for t in toasts] == [message]  # one toast, the message
     for name in ("key", "summary", "topk", "layer", "head"):
         assert out[name] == SKIP, name  # the last good analysis and the controls stay
@@ -51,7 +51,7 @@ def test_an_unknown_model_is_refused_with_a_markup_free_message():
 def test_an_unavailable_model_is_refused_and_the_status_says_why(monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.warns(UserWarning) as toasts:
-        out = outputs(app.run_analysis("Hello", "gemma-3-1b", 12, "Mean over heads", SHOWN))
+        out = outputs(app.on_analyze("Hello", "gemma-3-1b", 12, "Mean over heads", SHOWN))
     assert "gated: set the HF_TOKEN secret" in str(toasts[0].message)
     assert out["key"] == out["summary"] == out["layer"] == out["head"] == SKIP
     assert "unavailable" in out["status"] and "gated" in out["note"]
@@ -61,7 +61,7 @@ def test_a_refusal_shows_markup_in_its_message_as_text(monkeypatch):
     def too_long(*_args, **_kwargs):
         raise PromptError("The prompt is 9 tokens long (with <BOS>); the limit is 8 tokens.")
 
-    monkeypatch.setattr(app, "get_analysis", too_long)
+    monkeypatch.setattr(app, "analyze", too_long)
     escaped = "The prompt is 9 tokens long (with &lt;BOS&gt;); the limit is 8 tokens."
     out = refused("a b c d e f g h", BUNDLED, escaped)
     assert "<BOS>" not in out["note"]
@@ -69,7 +69,7 @@ def test_a_refusal_shows_markup_in_its_message_as_text(monkeypatch):
 
 def test_a_view_whose_analysis_left_the_cache_keeps_the_page_and_says_so():
     gone = {"model": BUNDLED, "prompt": "never analysed in this process"}
-    figure, tokens, overview, info, link, note = app.render_view(gone, 3, "Mean over heads", "gray", False)
+    figure, tokens, overview, info, link, note = app.on_view(gone, 3, "Mean over heads", "gray", False)
     assert [figure, tokens, overview, info, link] == [SKIP] * 5
     assert "left the shared cache; press Analyze to run it again" in note
 
@@ -79,6 +79,6 @@ def test_a_successful_view_leaves_the_note_alone(monkeypatch, gpt2):
     monkeypatch.setattr(app, "ENGINE", engine)
     prompt = "The quick brown fox jumps over the"
     engine.analyze(prompt, BUNDLED)
-    *views, note = app.render_view({"model": BUNDLED, "prompt": prompt}, 1, "Mean over heads", "gray", False)
+    *views, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 1, "Mean over heads", "gray", False)
     assert note == SKIP  # it may be explaining a refused analysis while the last one is redrawn
     assert all(isinstance(v, str) and v for v in views)

@@ -32,15 +32,15 @@ class CountingLoader:
 
 @pytest.fixture
 def forward_spy(monkeypatch):
-    """Counts real forward passes (calls to attn.inference.analyze_encoded)."""
+    """Counts real forward passes (calls to attn.inference.forward)."""
     calls = []
-    real = attn.inference.analyze_encoded
+    real = attn.inference.forward
 
     def spy(loaded, prompt, encoded, **kwargs):
         calls.append(prompt)
         return real(loaded, prompt, encoded, **kwargs)
 
-    monkeypatch.setattr(attn.inference, "analyze_encoded", spy)
+    monkeypatch.setattr(attn.inference, "forward", spy)
     return calls
 
 

@@ -143,7 +143,7 @@ def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeyp
     def fail(*args, **kwargs):
         raise fault
 
-    monkeypatch.setattr(attn.inference, "analyze_encoded", fail)  # inherited by the fork
+    monkeypatch.setattr(attn.inference, "forward", fail)  # inherited by the fork
     with pytest.raises(expected, match=message):
         engine.analyze(THIRSTY, BUNDLED)
     assert gpu.calls == 1 and len(engine.cache) == 0

@@ -1,6 +1,6 @@
 """Prompt -> Analysis: the prediction, the attention it came from, and the checks on it.
 
-Also the views over an Analysis (attn/weights.py), which are pure numpy.
+Also the views over an Analysis (attn/view.py), which are pure numpy.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from attn import inference, weights
+from attn import inference, view as views
 from attn.analysis import SCHEMA, Analysis, TokenProb
 from attn.errors import IntegrityError, PromptError, ViewError
 from attn.inference import FULL_MATRIX_MAX_TOKENS, analyze, check_integrity, encode
-from attn.weights import View
+from attn.view import View
 
 THIRSTY = "Jide was thirsty so she went looking for"
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)  # 601 tokens
@@ -372,7 +372,7 @@ def test_analysis_size_counts_the_full_matrix(gpt2):
     assert short.nbytes > short.full.nbytes + short.last_row.nbytes
 
 
-# ---- views (attn/weights.py) ---------------------------------------------------------
+# ---- views (attn/view.py) ---------------------------------------------------------
 
 
 def _hand_made_analysis(full: bool = True) -> Analysis:
@@ -401,23 +401,23 @@ def _hand_made_analysis(full: bool = True) -> Analysis:
 
 def test_mean_view_averages_the_heads():
     a = _hand_made_analysis()
-    np.testing.assert_allclose(weights.row(a, View(layer=0, head="mean")), a.last_row[0].mean(axis=0))
+    np.testing.assert_allclose(views.row(a, View(layer=0, head="mean")), a.last_row[0].mean(axis=0))
 
 
 def test_max_view_takes_the_strongest_head_per_token():
     a = _hand_made_analysis()
-    np.testing.assert_allclose(weights.row(a, View(layer=0, head="max")), [0.7, 0.6, 0.2, 0.2])
+    np.testing.assert_allclose(views.row(a, View(layer=0, head="max")), [0.7, 0.6, 0.2, 0.2])
 
 
 @pytest.mark.parametrize("head", [2, "2", "Head 2", np.int64(2)])
 def test_single_head_view_shows_that_head(head):
     a = _hand_made_analysis()
-    np.testing.assert_array_equal(weights.row(a, View(layer=0, head=head)), a.last_row[0, 2])
+    np.testing.assert_array_equal(views.row(a, View(layer=0, head=head)), a.last_row[0, 2])
 
 
 def test_exclude_bos_renormalises_the_rest_to_sum_to_1():
     a = _hand_made_analysis()
-    row = weights.row(a, View(layer=0, head=0, bos="exclude"))
+    row = views.row(a, View(layer=0, head=0, bos="exclude"))
     assert row[0] == 0
     assert row.sum() == pytest.approx(1, abs=1e-6)
     np.testing.assert_allclose(row[1:], [1 / 3, 1 / 3, 1 / 3], rtol=1e-6)
@@ -426,24 +426,24 @@ def test_exclude_bos_renormalises_the_rest_to_sum_to_1():
 @pytest.mark.parametrize("bos", ["gray", "hide"])
 def test_gray_and_hide_leave_the_weights_unchanged(bos):
     a = _hand_made_analysis()
-    np.testing.assert_array_equal(weights.row(a, View(layer=1, head=1, bos=bos)), a.last_row[1, 1])
+    np.testing.assert_array_equal(views.row(a, View(layer=1, head=1, bos=bos)), a.last_row[1, 1])
 
 
 def test_exclude_bos_on_the_matrix_renormalises_every_row_that_has_other_keys():
     a = _hand_made_analysis()
-    m = weights.matrix(a, View(layer=1, head="mean", bos="exclude"))
+    m = views.matrix(a, View(layer=1, head="mean", bos="exclude"))
     assert (m[:, 0] == 0).all()
     np.testing.assert_allclose(m[1:].sum(axis=-1), 1, atol=1e-6)
     assert (m[0] == 0).all()  # the first token can only see BOS: nothing left to show
 
 
 def test_matrix_is_none_when_the_prompt_was_too_long_to_keep_it():
-    assert weights.matrix(_hand_made_analysis(full=False), View(layer=0)) is None
+    assert views.matrix(_hand_made_analysis(full=False), View(layer=0)) is None
 
 
 def test_overview_has_one_row_per_layer():
     a = _hand_made_analysis()
-    grid = weights.overview(a, head="max", bos="exclude")
+    grid = views.overview(a, head="max", bos="exclude")
     assert grid.shape == (2, 4)
     np.testing.assert_allclose(grid.sum(axis=-1), 1, atol=1e-6)
 
@@ -451,33 +451,33 @@ def test_overview_has_one_row_per_layer():
 @pytest.mark.parametrize("layer", [2, -1, 100])
 def test_an_out_of_range_layer_names_the_valid_range(layer):
     with pytest.raises(ViewError, match="layers 0-1"):
-        weights.row(_hand_made_analysis(), View(layer=layer))
+        views.row(_hand_made_analysis(), View(layer=layer))
 
 
 @pytest.mark.parametrize("head", [3, -1, "Head 7"])
 def test_an_out_of_range_head_names_the_valid_range(head):
     with pytest.raises(ViewError, match="heads 0-2"):
-        weights.row(_hand_made_analysis(), View(layer=0, head=head))
+        views.row(_hand_made_analysis(), View(layer=0, head=head))
 
 
 @pytest.mark.parametrize("view", [View(layer="top"), View(layer=0, head="median"), View(layer=0, bos="drop")])
 def test_a_malformed_view_raises_view_error(view):
     with pytest.raises(ViewError):
-        weights.row(_hand_made_analysis(), view)
+        views.row(_hand_made_analysis(), view)
 
 
 def test_strongest_skips_bos_by_default():
     row = np.array([0.7, 0.1, 0.15, 0.05])
-    assert weights.strongest(row, 2) == [(2, pytest.approx(0.15)), (1, pytest.approx(0.1))]
-    assert weights.strongest(row, 1, skip_bos=False)[0][0] == 0
+    assert views.strongest(row, 2) == [(2, pytest.approx(0.15)), (1, pytest.approx(0.1))]
+    assert views.strongest(row, 1, skip_bos=False)[0][0] == 0
 
 
 def test_views_work_on_a_real_analysis(bundled):
     result = analyze(bundled, THIRSTY)
     for layer in (0, bundled.default_layer, bundled.num_layers - 1):
         for head in ("mean", "max", 0, bundled.num_heads - 1):
-            row = weights.row(result, View(layer=layer, head=head, bos="exclude"))
+            row = views.row(result, View(layer=layer, head=head, bos="exclude"))
             assert row.shape == (result.num_tokens,)
             assert row.sum() == pytest.approx(1, abs=1e-5) and row[0] == 0
     with pytest.raises(ViewError, match=f"layers 0-{bundled.num_layers - 1}"):
-        weights.row(result, View(layer=bundled.num_layers))
+        views.row(result, View(layer=bundled.num_layers))

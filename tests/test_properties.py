@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from attn import BUNDLED, Engine, PromptError, TokenProb, View
 from attn.figures import line_diagram, to_svg
 from attn.heatmap import heatmap_html
-from attn.highlight import continuation_html, token_html, top_k_html
+from attn.highlight import token_html
+from attn.summary import continuation_html, top_k_html
 
 EXPLORE = os.environ.get("ATTN_HYPOTHESIS_EXPLORE") == "1"
 SETTINGS = dict(

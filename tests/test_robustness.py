@@ -43,10 +43,12 @@ from attn import (  # noqa: E402
     View,
     ViewError,
 )
-from attn.figures import line_diagram, to_svg, visible  # noqa: E402
+from attn.figures import line_diagram, to_svg  # noqa: E402
 from attn.heatmap import CELL_LIMIT, heatmap_html  # noqa: E402
-from attn.highlight import continuation_html, token_html, top_k_html  # noqa: E402
-from attn.weights import check_view  # noqa: E402
+from attn.highlight import token_html  # noqa: E402
+from attn.labels import visible  # noqa: E402
+from attn.summary import continuation_html, top_k_html  # noqa: E402
+from attn.view import check_view  # noqa: E402
 
 MODEL = BUNDLED
 THIRSTY = "Jide was thirsty so she went looking for"

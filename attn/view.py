@@ -1,11 +1,15 @@
-"""Choosing what to draw from an Analysis: layer, head mode and BOS mode.
+"""A view: which layer, head mode and BOS mode to draw from an Analysis.
 
-Pure numpy over cached numbers; this is what makes moving a slider free.
+`check_view` is the one rule for a valid view, used by the page, deep links and the API;
+it needs only the model's shape (num_layers, num_heads), so a link can be checked against
+the model's spec before any analysis exists. The rest is pure numpy over cached numbers,
+which is what makes moving a slider free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -46,26 +50,73 @@ def parse_head(value) -> str | int:
     raise ViewError(f"Head must be 'mean', 'max' or a head number, not {echo(value)}.")
 
 
-def head_label(head: str | int) -> str:
-    return {"mean": "mean over heads", "max": "max over heads"}.get(head, f"head {head}")
+class Shape(Protocol):
+    """What a view is checked against: an Analysis, or a model's spec before any analysis."""
+
+    num_layers: int
+    num_heads: int
 
 
-def check_view(analysis: Analysis, view: View) -> View:
-    """Validate a view against this analysis (ranges come from the model, not a constant)."""
+def check_layer(model: Shape, layer) -> int:
+    """A layer index this model has. Raises ViewError."""
     try:
-        layer = int(view.layer)
-        if isinstance(view.layer, float) and view.layer != layer:
+        index = int(layer)
+        if isinstance(layer, float) and layer != index:
             raise ValueError("not a whole number")
     except (TypeError, ValueError, OverflowError):
-        raise ViewError(f"Layer must be a whole number, not {echo(view.layer)}.") from None
-    if not 0 <= layer < analysis.num_layers:
-        raise ViewError(f"Layer {layer} is out of range: this model has layers 0-{analysis.num_layers - 1}.")
-    head = parse_head(view.head)
-    if isinstance(head, int) and not 0 <= head < analysis.num_heads:
-        raise ViewError(f"Head {head} is out of range: this model has heads 0-{analysis.num_heads - 1}.")
-    if view.bos not in BOS_MODES:
+        raise ViewError(f"Layer must be a whole number, not {echo(layer)}.") from None
+    if not 0 <= index < model.num_layers:
+        raise ViewError(f"Layer {index} is out of range: this model has layers 0-{model.num_layers - 1}.")
+    return index
+
+
+def check_head(model: Shape, head) -> str | int:
+    """'mean', 'max' or a head index this model has. Raises ViewError."""
+    head = parse_head(head)
+    if isinstance(head, int) and not 0 <= head < model.num_heads:
+        raise ViewError(f"Head {head} is out of range: this model has heads 0-{model.num_heads - 1}.")
+    return head
+
+
+def check_bos(bos) -> str:
+    if bos not in BOS_MODES:
         raise ViewError(f"BOS mode must be one of {', '.join(BOS_MODES)}.")
-    return View(layer=layer, head=head, bos=view.bos, show_all=bool(view.show_all))
+    return bos
+
+
+def check_view(model: Shape, view: View) -> View:
+    """Validate a view against this model (ranges come from the model, not a constant)."""
+    return View(layer=check_layer(model, view.layer), head=check_head(model, view.head), bos=check_bos(view.bos),
+                show_all=bool(view.show_all))
+
+
+def nearest_layer(model: Shape, layer: int) -> int:
+    """The layer itself, or the nearest one this model has."""
+    return min(max(int(layer), 0), model.num_layers - 1)
+
+
+def fit_controls(model: Shape, layer, head) -> tuple[int, str | int]:
+    """The layer and head controls kept where they are when the model allows it: a layer
+    it lacks moves to the nearest one (none yet: the last), a head it lacks becomes the mean."""
+    layer = model.num_layers - 1 if layer is None else nearest_layer(model, layer)
+    try:
+        head = check_head(model, "mean" if head is None else head)
+    except ViewError:
+        head = "mean"
+    return layer, head
+
+
+# ---- the head control's choices ("Mean over heads", "Head 2"); parse_head reads them back
+HEAD_CHOICES_BASE = ["Mean over heads", "Max over heads"]
+
+
+def head_choices(num_heads: int) -> list[str]:
+    return HEAD_CHOICES_BASE + [f"Head {i}" for i in range(num_heads)]
+
+
+def head_choice(head) -> str:
+    head = parse_head(head)
+    return {"mean": HEAD_CHOICES_BASE[0], "max": HEAD_CHOICES_BASE[1]}.get(head, f"Head {head}")
 
 
 def _combine_heads(stack: np.ndarray, head: str | int) -> np.ndarray:
@@ -117,3 +168,19 @@ def strongest(weights: np.ndarray, k: int, skip_bos: bool = True) -> list[tuple[
     if skip_bos:
         idx = idx[idx != 0]
     return [(int(i), float(weights[i])) for i in idx[:k]]
+
+
+def view_json(analysis: Analysis, view: View) -> dict:
+    """The weights one view shows, as the API's /view returns them (see README)."""
+    view = check_view(analysis, view)
+    weights = row(analysis, view)
+    return {
+        "model": analysis.model,
+        "layer": view.layer,
+        "layer_type": analysis.layer_types[view.layer],
+        "head": view.head,
+        "bos": view.bos,
+        "tokens": analysis.tokens,
+        "weights": [round(float(w), 6) for w in weights],
+        "next_token": analysis.next_token,
+    }

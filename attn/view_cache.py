@@ -1,4 +1,5 @@
-"""Rendered views, cached, with the neighbouring layers drawn ahead of time.
+"""Rendered views (line diagrams, heatmap grids), cached, with the views likely to come
+next drawn ahead of time.
 
 A line diagram costs a few milliseconds and the heatmap's cells about two; a slider move
 should cost a lookup. After a view is shown, one background worker draws the views likely
@@ -15,16 +16,16 @@ from dataclasses import replace
 
 from .analysis import Analysis
 from .cache import ByteLRU
-from .figures import line_diagram, to_svg
+from .figures import Svg, line_svg
 from .heatmap import heatmap_grid, heatmap_html
-from .weights import BOS_MODES, View, check_view
+from .view import BOS_MODES, View, check_view
 
 log = logging.getLogger(__name__)
 
 
-class FigureCache:
+class ViewCache:
     def __init__(self, max_bytes: int = 64 << 20, prefetch: bool = True):
-        self.cache: ByteLRU[bytes | str] = ByteLRU(max_bytes, size_of=len)
+        self.cache: ByteLRU[Svg | str] = ByteLRU(max_bytes, size_of=len)
         self.prefetch_enabled = prefetch
         self._pending: tuple[Analysis, View] | None = None
         self._wake = threading.Event()
@@ -37,12 +38,12 @@ class FigureCache:
     def _key(analysis: Analysis, view: View):
         return (analysis.model, analysis.prompt, view)
 
-    def _draw(self, analysis: Analysis, view: View) -> bytes:
+    def _draw(self, analysis: Analysis, view: View) -> Svg:
         """Draw once: a request for a view the worker is drawing waits for that drawing."""
 
-        def draw() -> bytes:
+        def draw() -> Svg:
             self.rendered += 1
-            return to_svg(line_diagram(analysis, view))
+            return line_svg(analysis, view)
 
         return self.cache.get_or_compute(self._key(analysis, view), draw)
 
@@ -55,7 +56,8 @@ class FigureCache:
         view = check_view(analysis, view)
         return heatmap_html(analysis, view.head, view.bos, current_layer=view.layer, grid=self._grid(analysis, view))
 
-    def line_svg(self, analysis: Analysis, view: View) -> bytes:
+    def line_svg(self, analysis: Analysis, view: View) -> Svg:
+        """The line diagram for this view; then the likely next views are drawn behind it."""
         view = check_view(analysis, view)
         svg = self._draw(analysis, view)
         if self.prefetch_enabled:

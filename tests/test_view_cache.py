@@ -1,4 +1,5 @@
-"""Rendered line diagrams: cached, and the likely next views drawn ahead of time."""
+"""Rendered views, cached (attn/view_cache.py), and the likely next views drawn ahead of time;
+the line diagram's geometry and the heatmap's shared grid."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from attn.figures import line_diagram_html
 from attn.inference import analyze
-from attn.render import FigureCache, likely_next
-from attn.weights import View
+from attn.view import View
+from attn.view_cache import ViewCache, likely_next
 
 from conftest import THIRSTY
 
@@ -30,7 +32,7 @@ def wait_until(predicate, timeout=20.0):
 
 
 def test_the_line_diagram_is_well_formed_svg_with_the_tokens_as_text(thirsty):
-    svg = FigureCache(prefetch=False).line_svg(thirsty, View(layer=12))
+    svg = ViewCache(prefetch=False).line_svg(thirsty, View(layer=12)).data
     root = ET.fromstring(svg)
     texts = "".join(root.itertext())
     assert root.tag.endswith("svg")
@@ -38,21 +40,40 @@ def test_the_line_diagram_is_well_formed_svg_with_the_tokens_as_text(thirsty):
 
 
 def test_a_repeated_view_is_drawn_once(thirsty):
-    figures = FigureCache(prefetch=False)
+    figures = ViewCache(prefetch=False)
     first = figures.line_svg(thirsty, View(layer=3))
     again = figures.line_svg(thirsty, View(layer=3))
     assert again is first and figures.rendered == 1
 
 
-def test_without_prefetch_nothing_else_is_drawn(thirsty):
-    figures = FigureCache(prefetch=False)
-    figures.line_svg(thirsty, View(layer=3))
-    time.sleep(0.5)
-    assert figures.rendered == 1 and len(figures.cache) == 1
+def test_the_prefetcher_follows_the_latest_view_and_drops_the_one_left_behind(thirsty):
+    """Mean over heads at layer 5, then at once max over heads: the background drawing
+    serves the view on screen (max, every layer) and never the one the person left."""
+    figures = ViewCache()
+    figures.settle_seconds = 2.0  # the second request surely comes before any drawing starts
+    figures.line_svg(thirsty, View(layer=5))
+    shown = View(layer=5, head="max")
+    figures.line_svg(thirsty, shown)
+    assert wait_until(lambda: all(figures._key(thirsty, v) in figures.cache for v in likely_next(thirsty, shown)))
+    left = [View(layer=layer) for layer in range(thirsty.num_layers) if layer != 5]
+    assert not any(figures._key(thirsty, v) in figures.cache for v in left)
+    assert figures.rendered == 2 + len(likely_next(thirsty, shown)) - 1  # mean at layer 5 was already drawn
+
+
+def test_the_figure_says_its_width_and_the_page_shows_it_at_that_size(thirsty):
+    """The <img> is as wide as the SVG says it is (pt -> CSS px), never wider, and no
+    narrower than 60% of that."""
+    figures = ViewCache(prefetch=False)
+    for view in (View(layer=0), View(layer=7, head=2, show_all=True), View(layer=12, bos="exclude")):
+        svg = figures.line_svg(thirsty, view)
+        declared = float(re.search(rb'<svg[^>]*\swidth="([\d.]+)pt"', svg.data[:2000]).group(1)) * 4 / 3
+        assert svg.width_px == pytest.approx(declared, abs=1e-3)
+        html = line_diagram_html(svg, view)
+        assert f"max-width:{declared:.0f}px;min-width:{0.6 * declared:.0f}px" in html
 
 
 def test_after_one_view_the_other_layers_are_drawn_in_the_background(thirsty):
-    figures = FigureCache()
+    figures = ViewCache()
     figures.line_svg(thirsty, View(layer=5))
     others = [View(layer=layer) for layer in range(thirsty.num_layers)]
     assert wait_until(lambda: all(figures._key(thirsty, v) in figures.cache for v in others))
@@ -100,7 +121,7 @@ def svg_labels(svg: bytes) -> list[tuple[str, float, float, str]]:
 
 
 def test_every_line_runs_from_the_prediction_to_the_centre_of_its_input_label(thirsty):
-    svg = FigureCache(prefetch=False).line_svg(thirsty, View(layer=12))
+    svg = ViewCache(prefetch=False).line_svg(thirsty, View(layer=12)).data
     labels, lines = svg_labels(svg), svg_lines(svg)
     (pred,) = [lb for lb in labels if "#0a7d32" in lb[3]]  # the predicted token, green and bold
     assert pred[0] == " water" and "font-weight: 700" in pred[3] and "text-anchor: middle" in pred[3]
@@ -114,10 +135,10 @@ def test_every_line_runs_from_the_prediction_to_the_centre_of_its_input_label(th
 
 
 def test_line_widths_follow_the_weights_the_lab_way(thirsty):
-    from attn.weights import row
+    from attn.view import row
 
     view = View(layer=12)
-    svg = FigureCache(prefetch=False).line_svg(thirsty, view)
+    svg = ViewCache(prefetch=False).line_svg(thirsty, view).data
     widths = sorted(
         float(re.search(r"stroke-width: ([\d.]+)", el.get("style")).group(1))
         for el in ET.fromstring(svg).iter()
@@ -148,7 +169,7 @@ def test_the_png_export_draws_the_same_diagram(thirsty):
 
 
 def test_the_heatmap_grid_is_built_once_for_every_layer_and_the_mark_moves(thirsty):
-    figures = FigureCache(prefetch=False)
+    figures = ViewCache(prefetch=False)
     at3 = figures.heatmap(thirsty, View(layer=3))
     at4 = figures.heatmap(thirsty, View(layer=4))
     assert len(figures.cache) == 1  # one grid, shared by both layers

@@ -1,0 +1,80 @@
+"""Deep links: a page address's query (?prompt=...&model=...&layer=...&head=...&bos=...&all=1)
+read into a view, and a view written back as one.
+
+A link is checked against the model's spec, before any analysis exists, by the same rule
+as every other view (attn.view.check_view); a value the model does not allow is replaced
+by the nearest usable one, with a note saying so (the page shows the notes as toasts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from .errors import ViewError, echo
+from .models import ModelSpec
+from .view import View, check_bos, check_head, check_layer, nearest_layer, parse_head
+
+
+@dataclass(frozen=True)
+class Link:
+    prompt: str  # "" when the link has none
+    model: str
+    view: View
+    notes: list[str] = field(default_factory=list)  # why values in the link were replaced
+
+
+def read_link(
+    query: Mapping[str, str],
+    *,
+    specs: Mapping[str, ModelSpec],
+    default_model: str,
+    suggested_layer: Callable[[str], int],
+) -> Link:
+    """`specs`: the enabled models by name; `suggested_layer(model)`: the layer to show
+    when the link names none (or names one that is not a number)."""
+    notes = []
+    model = query.get("model") or default_model
+    if model not in specs:
+        notes.append(f"Unknown model in the link ({echo(model)}); using {default_model}.")
+        model = default_model
+    spec = specs[model]
+    layer = query.get("layer")
+    try:
+        layer = int(layer) if layer is not None else suggested_layer(model)
+    except ValueError:
+        notes.append("The link's layer is not a number; using the suggested layer.")
+        layer = suggested_layer(model)
+    try:
+        check_layer(spec, layer)
+    except ViewError:
+        notes.append(f"Layer {layer} is out of range for {spec.label} (0-{spec.num_layers - 1}).")
+        layer = nearest_layer(spec, layer)
+    try:
+        head = parse_head(query.get("head", "mean"))
+        try:
+            check_head(spec, head)
+        except ViewError:
+            raise ViewError(f"Head {head} is out of range (0-{spec.num_heads - 1}).") from None
+    except ViewError as exc:
+        notes.append(f"{exc} Using the mean over heads.")
+        head = "mean"
+    bos = query.get("bos", "gray")
+    try:
+        check_bos(bos)
+    except ViewError:
+        notes.append("Unknown BOS mode in the link; using gray.")
+        bos = "gray"
+    show_all = query.get("all", "0") in ("1", "true", "yes")
+    return Link(query.get("prompt", ""), model, View(layer=layer, head=head, bos=bos, show_all=show_all), notes)
+
+
+def share_query(prompt: str, model: str, view: View) -> str:
+    """The query that opens this view of this prompt ('?prompt=...')."""
+    params = {"prompt": prompt, "model": model, "layer": int(view.layer), "head": parse_head(view.head)}
+    if view.bos != "gray":
+        params["bos"] = view.bos
+    if view.show_all:
+        params["all"] = 1
+    return "?" + urlencode(params)

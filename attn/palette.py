@@ -1,0 +1,24 @@
+"""The demo's colours, in one place: the line diagram, the highlighted tokens, the top-k
+bars and the heatmap all use these."""
+
+from __future__ import annotations
+
+BLUE = "#1f5fbf"  # attention: the diagram's lines, the token shading, the top-k bars
+GRAY = "#b8b8b8"  # attention to <BOS> (the sink), drawn apart
+PREDICTED = "#0a7d32"  # the predicted token: text and border
+PREDICTED_FILL = "#e6f4ea"  # the predicted token: background
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    """'#1f5fbf' -> (31, 95, 191)."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+BLUE_RGB = rgb(BLUE)
+
+# The heatmap: a "Blues"-like ramp from white to a dark blue; <BOS> gets a gray ramp.
+HEATMAP_LOW = (247, 251, 255)
+HEATMAP_HIGH = (8, 48, 107)
+HEATMAP_GRAY_LOW = (245, 245, 245)
+HEATMAP_GRAY_HIGH = (90, 90, 90)
+GLOBAL_LAYER = "#b3261e"  # the heatmap's "G" marks

@@ -1,0 +1,81 @@
+"""The page's text around the views: the prediction (the prompt continued, the top-k
+bars, the summary line), the layer line, the model's status and the note that says why a
+request was refused. Every piece of user text is escaped."""
+
+from __future__ import annotations
+
+from html import escape
+
+from .analysis import Analysis
+from .labels import head_label
+from .models import ModelSpec
+from .palette import BLUE, PREDICTED, PREDICTED_FILL
+from .view import View, check_view, row
+
+
+def top_k_html(analysis: Analysis, k: int = 10) -> str:
+    """The next-token distribution as a compact bar list."""
+    rows = []
+    for t in analysis.top_k[:k]:
+        pct = max(0.0, min(1.0, t.prob))
+        chosen = t.id == analysis.next_token_id
+        weight = f"font-weight:bold;color:{PREDICTED};" if chosen else ""
+        rows.append(
+            '<div style="display:flex;align-items:center;gap:8px;line-height:1.5">'
+            f'<code style="flex:0 0 9em;overflow:hidden;white-space:pre;{weight}">{escape(repr(t.token))}</code>'
+            f'<span style="flex:1 1 auto;background:#eef2fa"><span style="display:block;height:9px;'
+            f'background:{BLUE};width:{pct * 100:.1f}%"></span></span>'
+            f'<span style="flex:0 0 4em;text-align:right">{t.prob:.1%}</span></div>'
+        )
+    return (
+        '<div class="attn-topk" style="font-size:13px"><div style="color:#555;margin-bottom:2px">'
+        f"Most likely next tokens</div>{''.join(rows)}</div>"
+    )
+
+
+def continuation_html(analysis: Analysis) -> str:
+    """The prompt followed by the predicted token, marked."""
+    tail = analysis.prompt[-400:]
+    cut = "…" if len(analysis.prompt) > 400 else ""
+    return (
+        '<div class="attn-continuation" style="white-space:pre-wrap;font-size:16px">'
+        f"{cut}{escape(tail)}<mark style=\"background:{PREDICTED_FILL};color:{PREDICTED};font-weight:bold;"
+        f'border:2px solid {PREDICTED};border-radius:3px">{escape(analysis.next_token)}</mark></div>'
+    )
+
+
+def summary_html(analysis: Analysis) -> str:
+    """The prompt continued by its prediction, then the token count, the model and its dtype."""
+    return (
+        f"{continuation_html(analysis)}"
+        f'<div style="font-size:12px;color:#666;margin-top:4px">{analysis.num_tokens} tokens with &lt;BOS&gt; · '
+        f"{analysis.model} ({analysis.dtype})</div>"
+    )
+
+
+def layer_info_md(analysis: Analysis, view: View) -> str:
+    """One line of Markdown: which layer this is, what it can see, and <BOS>'s weight."""
+    view = check_view(analysis, view)
+    local = analysis.is_local(view.layer)
+    return (
+        f"**Layer {view.layer}** of {analysis.num_layers - 1}: **{analysis.layer_kind(view.layer)}** attention"
+        + (" (sees only the last tokens)" if local else " (sees the whole prompt)")
+        + f" · {head_label(view.head)} · `<BOS>` weight {row(analysis, view)[0]:.2f}"
+        + (" (outside this layer's window)" if analysis.bos_outside_window(view.layer) else "")
+    )
+
+
+def model_status_md(spec: ModelSpec, state: str, detail: str) -> str:
+    """The model's line under the model menu, from Engine.status (state, detail)."""
+    if state == "ready":
+        return f"**{spec.label}**: ready ({detail})."
+    if state == "error":
+        return f"**{spec.label}**: unavailable. {detail}"
+    if state == "loading":
+        return f"**{spec.label}**: loading ({detail})…"
+    return f"**{spec.label}** loads on first use. {spec.notes}"
+
+
+def note_html(message: str) -> str:
+    """The short line under the prompt that says why the last request was refused."""
+    return f'<div class="attn-note" role="alert">{escape(message)}</div>' if message else ""
