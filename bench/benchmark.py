@@ -62,7 +62,7 @@ from itertools import cycle, islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for _path in (ROOT, ROOT / "tests"):  # the engine, and the app launcher the tests use
+for _path in (ROOT,):  # the engine and the app launcher (app_server/)
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 from app_server import launch  # noqa: E402

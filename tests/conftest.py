@@ -12,15 +12,12 @@ tests skip when it was loaded in another dtype (ATTN_DEVICE=cuda gives bfloat16)
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # on sys.path through pyproject.toml's pythonpath
 
 os.environ.setdefault("ATTN_CACHE_DIR", str(Path("~/.cache/attn-demo").expanduser()))
 

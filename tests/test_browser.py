@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -27,9 +26,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+import app_server
 
 SHOTS = Path(os.environ.get("ATTN_SHOTS_DIR", "/tmp/shots"))
 T = 60_000  # ms: the first analysis may wait for the model load

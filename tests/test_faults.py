@@ -29,13 +29,11 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+import app_server
 
-import attn.bundled as ckpt  # noqa: E402
-import attn.models as models  # noqa: E402
-from attn import (  # noqa: E402
+import attn.bundled as ckpt
+import attn.models as models
+from attn import (
     BUNDLED,
     AnalysisFailedError,
     AttnError,

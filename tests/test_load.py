@@ -22,19 +22,14 @@ import json
 import math
 import os
 import random
-import sys
 import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+import app_server
 
 psutil = pytest.importorskip("psutil")
 

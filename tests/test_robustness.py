@@ -19,22 +19,17 @@ import dataclasses
 import math
 import os
 import re
-import sys
 import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+import app_server
 
-from attn import (  # noqa: E402
+from attn import (
     BUNDLED,
     AnalysisFailedError,
     Engine,
@@ -43,10 +38,10 @@ from attn import (  # noqa: E402
     View,
     ViewError,
 )
-from attn.figures import line_diagram, to_svg, visible  # noqa: E402
-from attn.heatmap import CELL_LIMIT, heatmap_html  # noqa: E402
-from attn.highlight import continuation_html, token_html, top_k_html  # noqa: E402
-from attn.weights import check_view  # noqa: E402
+from attn.figures import line_diagram, to_svg, visible
+from attn.heatmap import CELL_LIMIT, heatmap_html
+from attn.highlight import continuation_html, token_html, top_k_html
+from attn.weights import check_view
 
 MODEL = BUNDLED
 THIRSTY = "Jide was thirsty so she went looking for"

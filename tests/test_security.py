@@ -21,12 +21,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+import app_server
 
-import attn.models as models  # noqa: E402
-from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError  # noqa: E402
+import attn.models as models
+from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError
 
 SOURCES = sorted((ROOT / "attn").glob("*.py")) + [ROOT / "app.py"]
 HOSTILE_NAMES = [
