@@ -25,8 +25,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
 import app_server
+
+HERE = Path(__file__).resolve().parent
 
 SHOTS = Path(os.environ.get("ATTN_SHOTS_DIR", "/tmp/shots"))
 T = 60_000  # ms: the first analysis may wait for the model load

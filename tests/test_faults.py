@@ -27,8 +27,6 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 import app_server
 
 import attn.bundled as ckpt
@@ -41,6 +39,9 @@ from attn import (
     ModelUnavailableError,
     UnknownModelError,
 )
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 THIRSTY = "Jide was thirsty so she went looking for"
 POISON = "This prompt makes the device fall over"

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 import app_server
 
 import attn.models as models
 from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 SOURCES = sorted((ROOT / "attn").glob("*.py")) + [ROOT / "app.py"]
 HOSTILE_NAMES = [
