@@ -25,8 +25,8 @@ import torch  # noqa: E402
 
 import attn.models  # noqa: E402
 from attn.models import LoadedModel  # noqa: E402
+from helpers import THIRSTY  # noqa: E402, F401 - `from conftest import THIRSTY` still works
 
-THIRSTY = "Jide was thirsty so she went looking for"
 # 50 x 12 tokens + BOS = 601 tokens: longer than Gemma 3's 512-token sliding window.
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)
 GEMMA_1B_LAYER_TYPES = [

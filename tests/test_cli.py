@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import THIRSTY
+from helpers import THIRSTY
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,11 +39,11 @@ from attn import (
     ModelUnavailableError,
     UnknownModelError,
 )
+from helpers import THIRSTY, FakeConversion
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-THIRSTY = "Jide was thirsty so she went looking for"
 POISON = "This prompt makes the device fall over"
 
 
@@ -204,22 +204,9 @@ def test_a_loader_that_dies_in_the_background_leaves_the_status_readable(bundled
 # ---- the bundled model's cache directory ---------------------------------------------------
 
 
-class FakeConversion:
-    """The GGUF conversion in a few milliseconds: a tiny random Gemma 3 + the BPE tokenizer."""
-
-    def __init__(self, tiny, tokenizer):
-        self.tiny, self.tokenizer = tiny, tokenizer
-        self.workdirs: list[Path] = []
-
-    def __call__(self, workdir: Path, progress):
-        self.workdirs.append(Path(workdir))
-        progress("Fake conversion")
-        return self.tiny.gemma3(vocab_size=len(self.tokenizer), num_layers=6, seed=5), self.tokenizer
-
-
 @pytest.fixture
 def fake(monkeypatch, tiny, bpe_tokenizer) -> FakeConversion:
-    conversion = FakeConversion(tiny, bpe_tokenizer)
+    conversion = FakeConversion(tiny, bpe_tokenizer, seed=5)
     monkeypatch.setattr(ckpt, "_load_from_gguf", conversion)
     return conversion
 

@@ -23,7 +23,7 @@ from attn.engine import Engine
 from attn.errors import AnalysisFailedError, IntegrityError
 from attn.models import BUNDLED
 
-from conftest import THIRSTY
+from helpers import THIRSTY
 
 HUNGRY = "Jide was hungry so she went looking for"
 CALL_TIMEOUT_S = 120

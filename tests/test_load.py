@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import app_server
+from helpers import THIRSTY
 
 psutil = pytest.importorskip("psutil")
 
@@ -248,7 +249,7 @@ def test_a_call_gradio_client_drops_is_asked_again_and_a_failure_says_why(app, s
     """The race forced: plain gradio_client drops calls with an empty message; ApiClient
     asks again and gets the answer without a second forward pass, and when it gives up,
     its message says which call and why."""
-    prompt = "Jide was thirsty so she went looking for"
+    prompt = THIRSTY
     plain = app_server.ApiClient(app.url, attempts=1)
     dropped = []
     try:

@@ -21,7 +21,6 @@ import os
 import re
 import time
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
@@ -42,9 +41,9 @@ from attn.figures import line_diagram, to_svg, visible
 from attn.heatmap import CELL_LIMIT, heatmap_html
 from attn.highlight import continuation_html, token_html, top_k_html
 from attn.weights import check_view
+from helpers import THIRSTY, audit_html
 
 MODEL = BUNDLED
-THIRSTY = "Jide was thirsty so she went looking for"
 EMPTY_MSG = "The prompt is empty: type some text to analyse."
 LIMIT = 2048  # the app's default ATTN_MAX_TOKENS
 OVER_LIMIT = " the" * 2100  # 2,100 tokens + BOS (" the" is one Gemma token)
@@ -85,69 +84,7 @@ XSS = [
 
 # ---- structural checks on rendered fragments -------------------------------------------
 
-HTML_TAGS = {"div", "span", "b", "i", "code", "mark", "br"}
-HTML_ATTRS = {"class", "style", "title", "data-pos", "data-weight", "data-layer"}
-NUMERIC = re.compile(r"^-?[0-9.]+$")
-STYLE = re.compile(r"^[A-Za-z0-9:;#%.,()\s_/-]*$")  # our inline styles: no quotes, no <, no backslash
-CLASSES = re.compile(r"^[a-z0-9 -]*$")
 SVG_FORBIDDEN = {"script", "img", "image", "foreignobject", "iframe", "object", "embed", "a", "use", "animate", "set"}
-
-
-class _Audit(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.elements: list[tuple[str, tuple]] = []  # (tag, attributes that shape the page)
-        self.attrs: list[tuple[str, str, str | None]] = []
-        self.text: list[str] = []
-        self.other: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.attrs.extend((tag, k, v) for k, v in attrs)
-        shape = tuple((k, v) for k, v in attrs if k in ("class", "style") or k.startswith("data-"))
-        self.elements.append((tag, tuple(sorted(k for k, _ in attrs)) + shape))
-
-    handle_startendtag = handle_starttag
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-    def handle_comment(self, data):
-        self.other.append(f"comment {data!r}")
-
-    def handle_decl(self, decl):
-        self.other.append(f"decl {decl!r}")
-
-    def handle_pi(self, data):
-        self.other.append(f"pi {data!r}")
-
-    def unknown_decl(self, data):
-        self.other.append(f"unknown {data!r}")
-
-
-def audit_html(fragment: str, *, images: bool = False) -> _Audit:
-    """Parse an HTML fragment and check it holds only the markup our renderers emit."""
-    audit = _Audit()
-    audit.feed(fragment)
-    audit.close()
-    assert audit.other == [], audit.other
-    for tag, _ in audit.elements:
-        assert tag in HTML_TAGS or (images and tag == "img"), f"unexpected element <{tag}>"
-    for tag, name, value in audit.attrs:
-        assert not name.startswith("on"), f"event handler {name}={value!r} on <{tag}>"
-        if tag == "img":
-            assert name in ("alt", "src", "style"), name
-            if name == "src":
-                assert value.startswith("data:image/png;base64,"), value[:40]
-            continue
-        assert name in HTML_ATTRS, f"unexpected attribute {name}={value!r} on <{tag}>"
-        if name == "style":
-            assert STYLE.match(value or ""), f"style carries foreign text: {value!r}"
-            assert not re.search(r"url\(|expression\(|javascript", value, re.I), value
-        elif name == "class":
-            assert CLASSES.match(value or ""), value
-        elif name.startswith("data-"):
-            assert NUMERIC.match(value or ""), f"{name}={value!r}"
-    return audit
 
 
 def text_of(fragment: str, **kw) -> str:

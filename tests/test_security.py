@@ -24,6 +24,7 @@ import app_server
 
 import attn.models as models
 from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError
+from helpers import THIRSTY
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -233,7 +234,7 @@ def test_an_app_with_a_token_never_shows_it(tmp_path):
                 client.predict("Hello", "gemma-3-1b", api_name="/analyze")
             reason = str(info.value)
             assert "could not be loaded from google/gemma-3-1b-pt" in reason
-            result = client.predict("Jide was thirsty so she went looking for", BUNDLED, api_name="/analyze")
+            result = client.predict(THIRSTY, BUNDLED, api_name="/analyze")
             assert result["next_token"] == " water"
             page = urllib.request.urlopen(server.url, timeout=30).read().decode("utf-8", "replace")
             config = urllib.request.urlopen(server.url + "config", timeout=30).read().decode("utf-8", "replace")
