@@ -40,6 +40,18 @@ BPE_CORPUS = [
 ]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark what a test needs from the fixtures it uses (directly or through another fixture):
+    `app` for the app.py subprocess, `browser` (and `app`) for chromium. The markers are
+    declared in pyproject.toml; `-m "not browser and not app and not slow"` is the fast subset."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
+        if "app" in names or "browser" in names:
+            item.add_marker(pytest.mark.app)
+
+
 @pytest.fixture(scope="session")
 def bundled() -> LoadedModel:
     """The real bundled Gemma 3 270M, loaded once for the whole session (on the CPU in

@@ -28,6 +28,7 @@ import app_server
 import helpers
 
 HERE = Path(__file__).resolve().parent
+pytestmark = [pytest.mark.browser, pytest.mark.app]  # chromium on the app.py subprocess
 
 SHOTS = Path(os.environ.get("ATTN_SHOTS_DIR", "/tmp/shots"))
 T = 60_000  # ms: the first analysis may wait for the model load

@@ -13,6 +13,7 @@ import pytest
 from helpers import THIRSTY
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test runs `python -m attn`, which loads the model (20-50 s)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -125,6 +125,7 @@ def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeyp
     assert gpu.calls == 1 and len(engine.cache) == 0
 
 
+@pytest.mark.slow  # imports app.py afresh (Gradio builds the page) and forks a worker
 def test_the_app_sends_every_analysis_through_the_gpu_decorator_and_counts_it(monkeypatch):
     """app.py hands spaces.GPU to its engine; /stats counts what the worker ran."""
     import spaces

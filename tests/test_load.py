@@ -33,6 +33,7 @@ import app_server
 from helpers import THIRSTY
 
 psutil = pytest.importorskip("psutil")
+pytestmark = [pytest.mark.app, pytest.mark.slow]  # minutes of load on the app.py subprocess
 
 MODEL = app_server.BUNDLED
 SESSIONS, REQUESTS = 16, 10

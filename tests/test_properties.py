@@ -46,6 +46,7 @@ def special_ids(bundled) -> set[int]:
     return {int(i) for i, t in tok.added_tokens_decoder.items() if t.special} | set(tok.all_special_ids)
 
 
+@pytest.mark.slow  # 40 forward passes of the real model (about 30 s)
 @settings(max_examples=40, **SETTINGS)
 @given(prompt=st.text())
 @example(prompt="")

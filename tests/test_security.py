@@ -206,6 +206,7 @@ def test_a_hub_error_that_echoes_the_token_is_redacted(secret, monkeypatch, capl
         assert secret not in text
 
 
+@pytest.mark.app  # starts its own app.py, with a token
 def test_an_app_with_a_token_never_shows_it(tmp_path):
     """app.py with HF_TOKEN set (so the gated 1B is the default) but offline: the 1B fails
     with a reason that lacks the token, the bundled 270M still works, and neither the API
