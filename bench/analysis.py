@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench.common import ANALYSIS_RATIO, BUNDLED, MEAN, fmt_s, med, now, Report
-from bench.prompts import ARTIST, PRESET_LAYER, n_tokens
+from bench.common import ANALYSIS_RATIO, BUNDLED, MEAN, Report, fmt_s, med, now
 from bench.inprocess import bare_forward, settle, timed_render
+from bench.prompts import ARTIST, PRESET_LAYER, n_tokens
 from bench.start import client
 
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from bench.common import BUNDLED, ROOT, current_rss, maxrss_bytes, now, peak_rss, quiet_env
-from bench.prompts import ARTIST, n_tokens, sized_prompt
 from bench.inprocess import bare_forward
+from bench.prompts import ARTIST, n_tokens, sized_prompt
 
 
 def child_main(args) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from bench.common import BUNDLED, fmt_s, med, now, Report
+from bench.common import BUNDLED, Report, fmt_s, med, now
 from bench.start import client
 
 

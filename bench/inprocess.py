@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import replace
 
-from bench.common import APP_ENV_DROP, BUNDLED, MAX, MEAN, SWITCH_MS, SWITCH_SHARE, fmt_s, med, now, Report
+from bench.common import APP_ENV_DROP, BUNDLED, MAX, MEAN, SWITCH_MS, SWITCH_SHARE, Report, fmt_s, med, now
 from bench.prompts import PRESET_LAYER, artist_variants
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-from bench.common import LONG_RATIO, fmt_mb, fmt_s, log, med, Report
-from bench.inprocess import report_switches, view_components, view_switches
 from bench.children import run_child
+from bench.common import LONG_RATIO, Report, fmt_mb, fmt_s, log, med
+from bench.inprocess import report_switches, view_components, view_switches
 
 
 def phase_long(rep: Report, ctx: dict, sizes: list[int], long_size: int, long_reps: int, view_reps: int) -> None:

@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 from app_server import launch
-from bench.common import BUNDLED, FIRST_LAUNCH_ANSWER_S, START_FIRST_ANSWER_S, fmt_s, log, med, now, Report
-from bench.prompts import ARTIST
 from bench.children import run_child
+from bench.common import BUNDLED, FIRST_LAUNCH_ANSWER_S, START_FIRST_ANSWER_S, Report, fmt_s, log, med, now
+from bench.prompts import ARTIST
 
 
 def client(url: str):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench.common import BUNDLED, log, med, Report
-from bench.prompts import ARTIST, n_tokens, sized_prompt
+from bench.common import BUNDLED, Report, log, med
 from bench.inprocess import report_switches, view_components, view_switches
+from bench.prompts import ARTIST, n_tokens, sized_prompt
 
 
 def phase_switching(rep: Report, ctx: dict, sizes: list[int], reps: dict) -> None:
