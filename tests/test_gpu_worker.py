@@ -35,6 +35,7 @@ class ForkedWorker:
     def __init__(self):
         self.calls = 0
         self.worker_pids: set[int] = set()
+        self.processes: list = []
 
     def __call__(self, task):
         ctx = multiprocessing.get_context("fork")
@@ -45,6 +46,7 @@ class ForkedWorker:
                 parent, child = ctx.Pipe()
                 process = ctx.Process(target=_serve, args=(task, child), daemon=True)
                 process.start()
+                self.processes.append(process)
                 pipe.update(conn=parent, process=process)
             self.calls += 1
             pipe["conn"].send_bytes(pickle.dumps((args, kwargs)))
@@ -57,6 +59,13 @@ class ForkedWorker:
             return value
 
         return handler
+
+    def close(self) -> None:
+        """Stop the workers: a forked child holds copies of every pipe the parent had open
+        (Playwright's driver pipe, say), and a pipe with a live writer never reaches EOF."""
+        for process in self.processes:
+            process.terminate()
+            process.join(10)
 
 
 def _serve(task, conn) -> None:
@@ -80,7 +89,8 @@ def _serve(task, conn) -> None:
 @pytest.fixture
 def forked_engine(bundled_f32):
     gpu = ForkedWorker()
-    return Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    yield Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    gpu.close()
 
 
 def test_an_analysis_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, bundled_f32):
@@ -142,4 +152,5 @@ def test_the_app_sends_every_analysis_through_the_gpu_decorator_and_counts_it(mo
         assert first == again and first["next_token"] == " water"
         assert app.api_stats()["forward_calls"] == gpu.calls == 1
     finally:
+        gpu.close()
         sys.modules.pop("app", None)
