@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -31,12 +30,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (ROOT, ROOT / "bench"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if not __package__:  # run as `python bench/gpu.py`: import from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmark import ARTIST, n_tokens, sized_prompt  # noqa: E402
+from bench.prompts import ARTIST, n_tokens, sized_prompt  # noqa: E402
 
 MODEL = "gemma-3-1b"
 # google/gemma-3-1b-pt's config.json: the shapes that decide the cost.

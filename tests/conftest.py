@@ -12,15 +12,12 @@ tests skip when it was loaded in another dtype (ATTN_DEVICE=cuda gives bfloat16)
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # on sys.path through pyproject.toml's pythonpath
 
 os.environ.setdefault("ATTN_CACHE_DIR", str(Path("~/.cache/attn-demo").expanduser()))
 
@@ -28,8 +25,8 @@ import torch  # noqa: E402
 
 import attn.models  # noqa: E402
 from attn.models import LoadedModel  # noqa: E402
+from helpers import THIRSTY  # noqa: E402, F401 - `from conftest import THIRSTY` still works
 
-THIRSTY = "Jide was thirsty so she went looking for"
 # 50 x 12 tokens + BOS = 601 tokens: longer than Gemma 3's 512-token sliding window.
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)
 GEMMA_1B_LAYER_TYPES = [
@@ -41,6 +38,18 @@ BPE_CORPUS = [
     "Jide was thirsty so she went looking for water.",
     "A small model reads a small prompt, token by token.",
 ]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark what a test needs from the fixtures it uses (directly or through another fixture):
+    `app` for the app.py subprocess, `browser` (and `app`) for chromium. The markers are
+    declared in pyproject.toml; `-m "not browser and not app and not slow"` is the fast subset."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
+        if "app" in names or "browser" in names:
+            item.add_marker(pytest.mark.app)
 
 
 @pytest.fixture(scope="session")

@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+import app_server
+from helpers import THIRSTY
 
 gradio_client = pytest.importorskip("gradio_client")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = json.loads((ROOT / "examples.json").read_text(encoding="utf-8"))
 MODEL = app_server.BUNDLED
-THIRSTY = "Jide was thirsty so she went looking for"
 NUM_LAYERS, NUM_HEADS = 18, 4
 GLOBAL_LAYERS = [5, 11, 17]
 ROW_TOL = 1e-4  # rows are float32 softmax rows, rounded to 6 digits in the JSON

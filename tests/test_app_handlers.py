@@ -14,9 +14,10 @@ import pytest
 
 import app
 from attn import BUNDLED, Engine, PromptError, UnknownModelError
+from helpers import THIRSTY
 
 SKIP = {"__type__": "update"}  # what gr.skip() returns
-SHOWN = {"model": BUNDLED, "prompt": "Jide was thirsty so she went looking for"}  # the last good analysis
+SHOWN = {"model": BUNDLED, "prompt": THIRSTY}  # the last good analysis
 
 
 def outputs(result: tuple) -> dict:

@@ -4,14 +4,19 @@ on the CPU with small shapes, so it still works on the day a GPU is lent."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
+import pytest
+
+import attn.models as models
+from attn.inference import analyze
+from bench.gpu import GEMMA_3_1B, GEMMA_3_1B_PARAMS, TINY, build_checkpoint, tokenizer_dir
+from bench.prompts import ARTIST
 from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-from gpu import GEMMA_3_1B, GEMMA_3_1B_PARAMS  # noqa: E402
 
 
 def test_the_sizing_model_has_gemma_3_1b_s_published_size_and_layer_pattern():
@@ -24,7 +29,8 @@ def test_the_sizing_model_has_gemma_3_1b_s_published_size_and_layer_pattern():
     assert [i for i, t in enumerate(model.config.layer_types) if t == "full_attention"] == [5, 11, 17, 23]
 
 
-def test_the_gpu_sizing_script_runs_end_to_end_on_the_cpu_with_tiny_shapes(bundled, tmp_path):
+@pytest.mark.slow
+def test_the_gpu_sizing_script_runs_end_to_end_on_the_cpu_with_tiny_shapes(bundled, tmp_path, on_cpu):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "ATTN_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
     env.pop("HF_TOKEN", None)
@@ -38,9 +44,20 @@ def test_the_gpu_sizing_script_runs_end_to_end_on_the_cpu_with_tiny_shapes(bundl
     sizes = result["sizes"]
     assert [s.get("error") for s in sizes] == [None] * 3
     assert sizes[0]["tokens"] == 37 and sizes[-1]["tokens"] > 512  # past the sliding window
-    for s in sizes:
+    measured = ["analysis_s", "bare_s", "integrity_check_s", "sdpa_no_weights_s", "analysis_mib"]
+    for i, s in enumerate(sizes):
+        first = "first_call_s" if i == 0 else "first_at_size_s"
+        for name in [first, *measured]:
+            assert isinstance(s[name], float) and math.isfinite(s[name]) and s[name] > 0, (name, s)
         assert 0 < s["integrity_check_s"] < s["analysis_s"]
-        assert s["ratio_analysis_vs_bare"] > 0
+        assert math.isclose(s["ratio_analysis_vs_bare"], s["analysis_s"] / s["bare_s"])
+        assert (s["peak_gib_analysis"], s["peak_gib_bare"]) == (None, None)  # no CUDA here
+    # The script analysed what the app's own path gives for the same checkpoint: the same seed
+    # builds the same random weights here, and this process's analysis predicts the same token.
+    ckpt = tmp_path / "ckpt"
+    build_checkpoint(TINY, tokenizer_dir(None), str(ckpt), "cpu")
+    loaded = models.load_spec(replace(models.REGISTRY["gemma-3-1b"], hf_id=str(ckpt)), lambda msg: None)
+    assert sizes[0]["next_token"] == analyze(loaded, ARTIST).next_token
     # Same weights in float32 both ways on the CPU: the comparison must find no drift.
     drift = result["served_vs_float32"]
     assert drift["dtype"] == "float32" and drift["max_abs"] == 0 and drift["same_next_token"]

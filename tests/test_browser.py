@@ -17,19 +17,18 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+import app_server
+import helpers
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+pytestmark = [pytest.mark.browser, pytest.mark.app]  # chromium on the app.py subprocess
 
 SHOTS = Path(os.environ.get("ATTN_SHOTS_DIR", "/tmp/shots"))
 T = 60_000  # ms: the first analysis may wait for the model load
@@ -95,17 +94,8 @@ def figure_img(root):
     return root.locator("#figure img")
 
 
-def wait_until(check, what: str, timeout_s: float = T / 1000):
-    """Poll `check` until it returns something truthy (short failure messages, unlike
-    expect() on a data: URL of tens of kB)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
+# Polls with short failure messages (unlike expect() on a data: URL of tens of kB).
+wait_until = functools.partial(helpers.wait_until, timeout_s=T / 1000, poll=0.1)
 
 
 FINGERPRINT_JS = """e => {

@@ -19,6 +19,7 @@ import pytest
 import attn.bundled as ckpt
 import attn.models as models
 from attn.inference import analyze
+from helpers import FakeConversion
 
 SMALL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json")
 
@@ -191,31 +192,6 @@ def test_the_cache_root_follows_attn_cache_dir(monkeypatch, tmp_path):
 
 
 # ---- ensure_checkpoint (with a fake, fast conversion) ---------------------------------
-
-
-class FakeConversion:
-    """Stands in for the GGUF conversion: writes a tiny Gemma 3 and a tiny tokenizer."""
-
-    def __init__(self, tiny, tokenizer, fail: bool = False):
-        self.tiny = tiny
-        self.tokenizer = tokenizer
-        self.fail = fail
-        self.workdirs: list[Path] = []
-
-    @property
-    def calls(self) -> int:
-        return len(self.workdirs)
-
-    def __call__(self, workdir: Path, progress):
-        self.workdirs.append(workdir)
-        progress("Fake conversion")
-        (workdir / "model.gguf").write_bytes(b"partial")  # as the real one leaves behind
-        if self.fail:
-            raise RuntimeError("conversion died")
-        (workdir / "model.gguf").unlink()
-        model = self.tiny.gemma3(vocab_size=len(self.tokenizer), num_layers=6, seed=3)
-        model.save_pretrained(workdir)
-        self.tokenizer.save_pretrained(workdir)
 
 
 @pytest.fixture

@@ -151,10 +151,12 @@ def test_different_keys_compute_in_parallel():
 def test_a_failed_computation_reaches_every_waiter_and_is_not_cached():
     cache = sized_cache(1000)
     started = threading.Event()
+    calls = []
 
     def failing():
+        calls.append(threading.get_ident())
         started.set()
-        time.sleep(0.2)
+        time.sleep(0.2)  # the other workers arrive while this runs
         raise RuntimeError("model exploded")
 
     errors = []
@@ -163,10 +165,12 @@ def test_a_failed_computation_reaches_every_waiter_and_is_not_cached():
         try:
             cache.get_or_compute("k", failing)
         except RuntimeError as exc:
-            errors.append(str(exc))
+            errors.append(exc)
 
     race([worker] * 4, started)
-    assert errors == ["model exploded"] * 4
+    assert len(calls) == 1  # the waiters did not run the computation themselves
+    assert [str(e) for e in errors] == ["model exploded"] * 4
+    assert all(e is errors[0] for e in errors)  # each waiter got the one computation's error
     assert "k" not in cache
     assert cache.get_or_compute("k", lambda: b"recovered") == b"recovered"
 

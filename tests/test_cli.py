@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import THIRSTY
+from helpers import THIRSTY
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test runs `python -m attn`, which loads the model (20-50 s)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

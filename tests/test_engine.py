@@ -10,8 +10,8 @@ import attn.inference
 from attn.engine import Engine
 from attn.errors import ModelUnavailableError, PromptError, UnknownModelError
 from attn.models import BUNDLED
+from helpers import THIRSTY
 
-THIRSTY = "Jide was thirsty so she went looking for"
 
 
 class CountingLoader:

@@ -27,15 +27,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
-
-import attn.bundled as ckpt  # noqa: E402
-import attn.models as models  # noqa: E402
-from attn import (  # noqa: E402
+import attn.bundled as ckpt
+import attn.models as models
+from attn import (
     BUNDLED,
     AnalysisFailedError,
     AttnError,
@@ -43,8 +37,11 @@ from attn import (  # noqa: E402
     ModelUnavailableError,
     UnknownModelError,
 )
+from helpers import THIRSTY, FakeConversion
 
-THIRSTY = "Jide was thirsty so she went looking for"
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
 POISON = "This prompt makes the device fall over"
 
 
@@ -205,23 +202,9 @@ def test_a_loader_that_dies_in_the_background_leaves_the_status_readable(bundled
 # ---- the bundled model's cache directory ---------------------------------------------------
 
 
-class FakeConversion:
-    """The GGUF conversion in a few milliseconds: a tiny random Gemma 3 + the BPE tokenizer."""
-
-    def __init__(self, tiny, tokenizer):
-        self.tiny, self.tokenizer = tiny, tokenizer
-        self.workdirs: list[Path] = []
-
-    def __call__(self, workdir: Path, progress):
-        self.workdirs.append(Path(workdir))
-        progress("Fake conversion")
-        self.tiny.gemma3(vocab_size=len(self.tokenizer), num_layers=6, seed=5).save_pretrained(workdir)
-        self.tokenizer.save_pretrained(workdir)
-
-
 @pytest.fixture
 def fake(monkeypatch, tiny, bpe_tokenizer) -> FakeConversion:
-    conversion = FakeConversion(tiny, bpe_tokenizer)
+    conversion = FakeConversion(tiny, bpe_tokenizer, seed=5)
     monkeypatch.setattr(ckpt, "_convert", conversion)
     return conversion
 

@@ -24,7 +24,7 @@ from attn.engine import Engine
 from attn.errors import AnalysisFailedError, IntegrityError
 from attn.models import BUNDLED
 
-from conftest import THIRSTY
+from helpers import THIRSTY
 
 HUNGRY = "Jide was hungry so she went looking for"
 CALL_TIMEOUT_S = 120
@@ -149,6 +149,7 @@ def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeyp
     assert gpu.calls == 1 and len(engine.cache) == 0
 
 
+@pytest.mark.slow  # imports app.py afresh (Gradio builds the page) and forks a worker
 def test_the_app_sends_every_analysis_through_the_gpu_decorator_and_counts_it(monkeypatch):
     """app.py hands spaces.GPU to its engine; /stats counts what the worker ran."""
     import spaces

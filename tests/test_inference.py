@@ -16,8 +16,8 @@ from attn.analysis import SCHEMA, Analysis, TokenProb
 from attn.errors import IntegrityError, PromptError, ViewError
 from attn.inference import FULL_MATRIX_MAX_TOKENS, analyze, check_integrity, encode
 from attn.view import View
+from helpers import THIRSTY
 
-THIRSTY = "Jide was thirsty so she went looking for"
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)  # 601 tokens
 
 

@@ -22,21 +22,18 @@ import json
 import math
 import os
 import random
-import sys
 import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
+import app_server
+from helpers import THIRSTY
 
 psutil = pytest.importorskip("psutil")
+pytestmark = [pytest.mark.app, pytest.mark.slow]  # minutes of load on the app.py subprocess
 
 MODEL = app_server.BUNDLED
 SESSIONS, REQUESTS = 16, 10
@@ -253,7 +250,7 @@ def test_a_call_gradio_client_drops_is_asked_again_and_a_failure_says_why(app, s
     """The race forced: plain gradio_client drops calls with an empty message; ApiClient
     asks again and gets the answer without a second forward pass, and when it gives up,
     its message says which call and why."""
-    prompt = "Jide was thirsty so she went looking for"
+    prompt = THIRSTY
     plain = app_server.ApiClient(app.url, attempts=1)
     dropped = []
     try:

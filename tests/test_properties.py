@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from attn.figures import line_diagram, to_svg
 from attn.heatmap import heatmap_html
 from attn.highlight import token_html
 from attn.summary import continuation_html, top_k_html
+from helpers import THIRSTY, audit_html
 
 EXPLORE = os.environ.get("ATTN_HYPOTHESIS_EXPLORE") == "1"
 SETTINGS = dict(
@@ -35,52 +34,6 @@ SETTINGS = dict(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 ROW_TOL = 1e-4
-EMITTED_TAGS = {"div", "span", "b", "i", "code", "mark", "br"}  # what our renderers write
-STYLE = re.compile(r"^[A-Za-z0-9:;#%.,()\s_/-]*$")
-
-
-class TagAudit(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.problems: list[str] = []
-        self.shape: list[tuple] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        src = dict(attrs).get("src") or ""
-        if tag not in EMITTED_TAGS and not (tag == "img" and src.startswith("data:image/png;base64,")):
-            self.problems.append(f"<{tag}>")
-        for name, value in attrs:
-            if name.startswith("on"):
-                self.problems.append(f"{name} on <{tag}>")
-            if name == "style" and not STYLE.match(value or ""):
-                self.problems.append(f"style {value!r}")
-        self.shape.append((tag, tuple((k, v) for k, v in attrs if k != "title")))
-
-    handle_startendtag = handle_starttag
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-    def handle_comment(self, data):
-        self.problems.append(f"comment {data!r}")
-
-    def handle_decl(self, decl):
-        self.problems.append(f"decl {decl!r}")
-
-    def handle_pi(self, data):
-        self.problems.append(f"pi {data!r}")
-
-    def unknown_decl(self, data):
-        self.problems.append(f"decl {data!r}")
-
-
-def audit(fragment: str) -> TagAudit:
-    a = TagAudit()
-    a.feed(fragment)
-    a.close()
-    assert a.problems == [], a.problems
-    return a
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +47,7 @@ def special_ids(bundled) -> set[int]:
     return {int(i) for i, t in tok.added_tokens_decoder.items() if t.special} | set(tok.all_special_ids)
 
 
+@pytest.mark.slow  # 40 forward passes of the real model (about 30 s)
 @settings(max_examples=40, **SETTINGS)
 @given(prompt=st.text())
 @example(prompt="")
@@ -121,9 +75,9 @@ def test_any_text_is_a_valid_analysis_or_a_prompt_error(engine, special_ids, pro
     assert np.abs(rows.sum(-1) - 1).max() <= ROW_TOL
 
     html = token_html(analysis, View(layer=analysis.num_layers - 1, head="max", bos="exclude"))
-    audit(html)
+    audit_html(html, images=True)
     for fragment in (continuation_html(analysis), top_k_html(analysis), heatmap_html(analysis, 0, "hide")):
-        audit(fragment)
+        audit_html(fragment, images=True)
     root = ET.fromstring(to_svg(line_diagram(analysis, View(layer=5))))
     names = {el.tag.rsplit("}", 1)[-1].lower() for el in root.iter()}
     assert not names & {"script", "img", "image", "foreignobject", "iframe", "a"}
@@ -144,7 +98,7 @@ def fabricated(base, text: str, cut: int):
 
 @pytest.fixture(scope="module")
 def base(engine):
-    return engine.analyze("Jide was thirsty so she went looking for", BUNDLED)
+    return engine.analyze(THIRSTY, BUNDLED)
 
 
 @settings(max_examples=60, **SETTINGS)
@@ -170,7 +124,7 @@ def test_renderers_never_turn_text_into_markup(base, text, cut):
         top_k_html,
         lambda a: heatmap_html(a, "max", "exclude", current_layer=2),
     ):
-        ours, theirs = audit(render(hostile)), audit(render(plain))
-        assert ours.shape == theirs.shape, "the text changed the markup"
-    shown = "".join(audit(continuation_html(hostile)).text)
+        ours, theirs = audit_html(render(hostile), images=True), audit_html(render(plain), images=True)
+        assert ours.elements == theirs.elements, "the text changed the markup"
+    shown = "".join(audit_html(continuation_html(hostile), images=True).text)
     assert shown.endswith(hostile.next_token)  # the prediction, as text

@@ -17,41 +17,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
-import sys
 import time
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
-
-from attn import (  # noqa: E402
+from attn import (
     BUNDLED,
-    AnalysisFailedError,
     Engine,
     PromptError,
     TokenProb,
     View,
     ViewError,
 )
-from attn.figures import line_diagram, to_svg  # noqa: E402
-from attn.heatmap import CELL_LIMIT, heatmap_html  # noqa: E402
-from attn.highlight import token_html  # noqa: E402
-from attn.labels import visible  # noqa: E402
-from attn.summary import continuation_html, top_k_html  # noqa: E402
-from attn.view import check_view  # noqa: E402
+from attn.figures import line_diagram, to_svg
+from attn.heatmap import CELL_LIMIT, heatmap_html
+from attn.highlight import token_html
+from attn.labels import visible
+from attn.summary import continuation_html, top_k_html
+from attn.view import check_view
+from helpers import THIRSTY, audit_html
 
 MODEL = BUNDLED
-THIRSTY = "Jide was thirsty so she went looking for"
 EMPTY_MSG = "The prompt is empty: type some text to analyse."
 LIMIT = 2048  # the app's default ATTN_MAX_TOKENS
 OVER_LIMIT = " the" * 2100  # 2,100 tokens + BOS (" the" is one Gemma token)
@@ -92,69 +82,7 @@ XSS = [
 
 # ---- structural checks on rendered fragments -------------------------------------------
 
-HTML_TAGS = {"div", "span", "b", "i", "code", "mark", "br"}
-HTML_ATTRS = {"class", "style", "title", "data-pos", "data-weight", "data-layer"}
-NUMERIC = re.compile(r"^-?[0-9.]+$")
-STYLE = re.compile(r"^[A-Za-z0-9:;#%.,()\s_/-]*$")  # our inline styles: no quotes, no <, no backslash
-CLASSES = re.compile(r"^[a-z0-9 -]*$")
 SVG_FORBIDDEN = {"script", "img", "image", "foreignobject", "iframe", "object", "embed", "a", "use", "animate", "set"}
-
-
-class _Audit(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.elements: list[tuple[str, tuple]] = []  # (tag, attributes that shape the page)
-        self.attrs: list[tuple[str, str, str | None]] = []
-        self.text: list[str] = []
-        self.other: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.attrs.extend((tag, k, v) for k, v in attrs)
-        shape = tuple((k, v) for k, v in attrs if k in ("class", "style") or k.startswith("data-"))
-        self.elements.append((tag, tuple(sorted(k for k, _ in attrs)) + shape))
-
-    handle_startendtag = handle_starttag
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-    def handle_comment(self, data):
-        self.other.append(f"comment {data!r}")
-
-    def handle_decl(self, decl):
-        self.other.append(f"decl {decl!r}")
-
-    def handle_pi(self, data):
-        self.other.append(f"pi {data!r}")
-
-    def unknown_decl(self, data):
-        self.other.append(f"unknown {data!r}")
-
-
-def audit_html(fragment: str, *, images: bool = False) -> _Audit:
-    """Parse an HTML fragment and check it holds only the markup our renderers emit."""
-    audit = _Audit()
-    audit.feed(fragment)
-    audit.close()
-    assert audit.other == [], audit.other
-    for tag, _ in audit.elements:
-        assert tag in HTML_TAGS or (images and tag == "img"), f"unexpected element <{tag}>"
-    for tag, name, value in audit.attrs:
-        assert not name.startswith("on"), f"event handler {name}={value!r} on <{tag}>"
-        if tag == "img":
-            assert name in ("alt", "src", "style"), name
-            if name == "src":
-                assert value.startswith("data:image/png;base64,"), value[:40]
-            continue
-        assert name in HTML_ATTRS, f"unexpected attribute {name}={value!r} on <{tag}>"
-        if name == "style":
-            assert STYLE.match(value or ""), f"style carries foreign text: {value!r}"
-            assert not re.search(r"url\(|expression\(|javascript", value, re.I), value
-        elif name == "class":
-            assert CLASSES.match(value or ""), value
-        elif name.startswith("data-"):
-            assert NUMERIC.match(value or ""), f"{name}={value!r}"
-    return audit
 
 
 def text_of(fragment: str, **kw) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -19,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
+import app_server
+
+import attn.models as models
+from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError
+from helpers import THIRSTY
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(HERE) not in sys.path:  # app_server.py sits next to this file
-    sys.path.insert(0, str(HERE))
-import app_server  # noqa: E402
-
-import attn.models as models  # noqa: E402
-from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError  # noqa: E402
 
 SOURCES = sorted((ROOT / "attn").glob("*.py")) + [ROOT / "app.py"]
 HOSTILE_NAMES = [
@@ -129,15 +130,34 @@ def test_trust_remote_code_is_never_enabled():
         assert_keyword_only_false(source, "trust_remote_code", path)
 
 
-def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache():
-    """Every from_pretrained call in attn/ loads spec.hf_id (the registry) or the cache
-    directory; none takes a value that came from a request."""
-    source = (ROOT / "attn" / "models.py").read_text(encoding="utf-8")
-    firsts = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
-            firsts.append(ast.unparse(node.args[0]))
-    assert firsts and set(firsts) <= {"spec.hf_id", "str(directory)"}, firsts
+def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatch, tmp_path):
+    """Loading each registry model asks transformers for its registry id (spec.hf_id) or, for
+    the bundled model, the directory the verified cache handed over; for nothing else."""
+    import transformers
+
+    from attn import bundled
+
+    asked = []
+
+    def tokenizer(source, *args, **kwargs):
+        asked.append(str(source))
+        return object()
+
+    def model(source, *args, **kwargs):
+        asked.append(str(source))
+        raise RuntimeError("spy: no weights here")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(bundled, "ensure_checkpoint", lambda *args, **kwargs: (tmp_path, None))
+    monkeypatch.setenv("HF_TOKEN", "hf_notARealToken")  # gated models get as far as from_pretrained
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for spec in REGISTRY.values():
+        with pytest.raises((RuntimeError, ModelUnavailableError), match="spy: no weights here"):
+            models.load_spec(spec, lambda msg: None)
+    allowed = {spec.hf_id for spec in REGISTRY.values() if spec.hf_id} | {str(tmp_path)}
+    assert set(asked) == allowed, asked  # each model asked once for the tokenizer, once for the weights
+    assert len(asked) == 2 * len(REGISTRY)
 
 
 # ---- the HF token never leaves the process ---------------------------------------------------
@@ -186,6 +206,7 @@ def test_a_hub_error_that_echoes_the_token_is_redacted(secret, monkeypatch, capl
         assert secret not in text
 
 
+@pytest.mark.app  # starts its own app.py, with a token
 def test_an_app_with_a_token_never_shows_it(tmp_path):
     """app.py with HF_TOKEN set (so the gated 1B is the default) but offline: the 1B fails
     with a reason that lacks the token, the bundled 270M still works, and neither the API
@@ -214,7 +235,7 @@ def test_an_app_with_a_token_never_shows_it(tmp_path):
                 client.predict("Hello", "gemma-3-1b", api_name="/analyze")
             reason = str(info.value)
             assert "could not be loaded from google/gemma-3-1b-pt" in reason
-            result = client.predict("Jide was thirsty so she went looking for", BUNDLED, api_name="/analyze")
+            result = client.predict(THIRSTY, BUNDLED, api_name="/analyze")
             assert result["next_token"] == " water"
             page = urllib.request.urlopen(server.url, timeout=30).read().decode("utf-8", "replace")
             config = urllib.request.urlopen(server.url + "config", timeout=30).read().decode("utf-8", "replace")
@@ -246,27 +267,46 @@ def test_the_app_is_never_shared_publicly():
         assert_keyword_only_false(source, "share", path)
 
 
+# app.py's __main__ block with no server, no model load and no thread kept: its Blocks and queue.
+QUEUE_PROBE = """
+import json, os, runpy
+import gradio as gr
+from attn.engine import Engine
+
+gr.Blocks.launch = lambda self, *args, **kwargs: None
+gr.Blocks.block_thread = lambda self: None
+Engine.preload = lambda self, *args, **kwargs: None
+out = {}
+for size in (None, "5"):
+    if size:
+        os.environ["ATTN_QUEUE_SIZE"] = size
+    demo = runpy.run_path("app.py", run_name="__main__")["demo"]
+    out[size or "default"] = {
+        "max_size": demo._queue.max_size,
+        "default_concurrency_limit": demo._queue.default_concurrency_limit,
+        "api": {fn.api_name: [fn.concurrency_limit, fn.queue] for fn in demo.fns.values()
+                if fn.api_visibility == "public"},
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
 def test_the_request_queue_is_bounded():
-    queues = _app_calls("queue")
-    assert len(queues) == 1
-    kwargs = {kw.arg: kw.value for kw in queues[0].keywords}
-    assert "max_size" in kwargs and "default_concurrency_limit" in kwargs
-    # Evaluate the expression with and without ATTN_QUEUE_SIZE (only int/os.environ.get allowed).
-    expr = ast.unparse(kwargs["max_size"])
-    assert re.fullmatch(r"int\(os\.environ\.get\((['\"])ATTN_QUEUE_SIZE\1, (['\"])\d+\2\)\)|\d+", expr), expr
-
-    class FakeOs:
-        environ: dict = {}
-
-    default = eval(expr, {"__builtins__": {"int": int}, "os": FakeOs})  # noqa: S307 - a checked literal
-    assert 1 <= default <= 1000
-    FakeOs.environ = {"ATTN_QUEUE_SIZE": "5"}
-    assert eval(expr, {"__builtins__": {"int": int}, "os": FakeOs}) in (5, default)  # noqa: S307
-    assert ast.literal_eval(kwargs["default_concurrency_limit"]) >= 1
-    # Every API route has its own concurrency limit (or skips the queue, for /stats).
-    for call in _app_calls("api"):
-        kw = {k.arg: k.value for k in call.keywords}
-        assert "concurrency_limit" in kw or (isinstance(kw.get("queue"), ast.Constant) and kw["queue"].value is False)
+    """The app as started (`python app.py`) queues a bounded number of requests, ATTN_QUEUE_SIZE
+    sets the bound, and every API route is queued with a concurrency limit or skips the queue."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ATTN_QUEUE_SIZE", "SPACES_ZERO_GPU", "HF_TOKEN")}
+    proc = subprocess.run([sys.executable, "-c", QUEUE_PROBE], cwd=ROOT, env={**env, "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(got["default"]["max_size"], int) and 1 <= got["default"]["max_size"] <= 1000
+    assert got["5"]["max_size"] == 5
+    for run in got.values():
+        assert isinstance(run["default_concurrency_limit"], int) and run["default_concurrency_limit"] >= 1
+        assert {"analyze", "view", "stats"} <= set(run["api"])
+        for name, (limit, queued) in run["api"].items():
+            assert (isinstance(limit, int) and limit >= 1) or queued is False, (name, limit, queued)
 
 
 @pytest.mark.parametrize("path", [

@@ -1,8 +1,8 @@
-"""Run the real Gradio app (app.py) as a subprocess, once per pytest session.
+"""Run the real Gradio app (app.py) as a subprocess: the launcher the tests and the bench share.
 
-The `app` fixture in conftest.py uses `shared_app()`, which hands every caller the same
-running server; the last `release()` stops it, and an atexit hook stops it at the latest
-when the interpreter exits. bench/benchmark.py uses `launch()` to time start-ups.
+The `app` fixture in tests/conftest.py uses `shared_app()`, which hands every caller the
+same running server; the last `release()` stops it, and an atexit hook stops it at the
+latest when the interpreter exits. bench/start.py uses `launch()` to time start-ups.
 
 The child gets a free port on 127.0.0.1, the caller's ATTN_CACHE_DIR (default
 ~/.cache/attn-demo), no HF_TOKEN (so the default model is the bundled Gemma 3 270M),

@@ -1,0 +1,133 @@
+"""Helpers several test modules share: the prompt most tests analyse, a fast stand-in for the
+GGUF conversion, the HTML audit of rendered fragments, and polling until something holds.
+
+Fixtures live in conftest.py; this module holds plain functions and classes, imported as
+`from helpers import ...` (pytest puts tests/ on sys.path).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+THIRSTY = "Jide was thirsty so she went looking for"
+
+
+# ---- waiting -------------------------------------------------------------------------------
+
+
+def wait_until(check, what: str = "the condition", timeout_s: float = 20.0, poll: float = 0.05):
+    """Poll `check` until it returns something truthy and return that; fail with a short
+    message after `timeout_s` (unlike expect() on a data: URL of tens of kB)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+# ---- the GGUF conversion, in a few milliseconds ----------------------------------------------
+
+
+class FakeConversion:
+    """Stands in for attn.bundled._convert (the GGUF conversion): writes a tiny random
+    Gemma 3 and the given tokenizer into the work directory. Like the real one it leaves a
+    partial model.gguf there when it fails (`fail=True`)."""
+
+    def __init__(self, tiny, tokenizer, fail: bool = False, seed: int = 3):
+        self.tiny = tiny
+        self.tokenizer = tokenizer
+        self.fail = fail
+        self.seed = seed
+        self.workdirs: list[Path] = []
+
+    @property
+    def calls(self) -> int:
+        return len(self.workdirs)
+
+    def __call__(self, workdir: Path, progress):
+        workdir = Path(workdir)
+        self.workdirs.append(workdir)
+        progress("Fake conversion")
+        (workdir / "model.gguf").write_bytes(b"partial")  # as the real one leaves behind
+        if self.fail:
+            raise RuntimeError("conversion died")
+        (workdir / "model.gguf").unlink()
+        model = self.tiny.gemma3(vocab_size=len(self.tokenizer), num_layers=6, seed=self.seed)
+        model.save_pretrained(workdir)
+        self.tokenizer.save_pretrained(workdir)
+
+
+# ---- the HTML our renderers emit ---------------------------------------------------------------
+
+HTML_TAGS = {"div", "span", "b", "i", "code", "mark", "br"}
+HTML_ATTRS = {"class", "style", "title", "data-pos", "data-weight", "data-layer"}
+NUMERIC = re.compile(r"^-?[0-9.]+$")
+STYLE = re.compile(r"^[A-Za-z0-9:;#%.,()\s_/-]*$")  # our inline styles: no quotes, no <, no backslash
+CLASSES = re.compile(r"^[a-z0-9 -]*$")
+
+
+class HtmlAudit(HTMLParser):
+    """Everything in an HTML fragment: elements (tag and the attributes that shape the
+    page), every attribute, the text, and anything else (comments, declarations)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, tuple]] = []  # (tag, attributes that shape the page)
+        self.attrs: list[tuple[str, str, str | None]] = []
+        self.text: list[str] = []
+        self.other: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.attrs.extend((tag, k, v) for k, v in attrs)
+        shape = tuple((k, v) for k, v in attrs if k in ("class", "style") or k.startswith("data-"))
+        self.elements.append((tag, tuple(sorted(k for k, _ in attrs)) + shape))
+
+    handle_startendtag = handle_starttag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def handle_comment(self, data):
+        self.other.append(f"comment {data!r}")
+
+    def handle_decl(self, decl):
+        self.other.append(f"decl {decl!r}")
+
+    def handle_pi(self, data):
+        self.other.append(f"pi {data!r}")
+
+    def unknown_decl(self, data):
+        self.other.append(f"unknown {data!r}")
+
+
+def audit_html(fragment: str, *, images: bool = False) -> HtmlAudit:
+    """Parse an HTML fragment and check it holds only the markup our renderers emit
+    (with `images`, also a data:image/png <img>)."""
+    audit = HtmlAudit()
+    audit.feed(fragment)
+    audit.close()
+    assert audit.other == [], audit.other
+    for tag, _ in audit.elements:
+        assert tag in HTML_TAGS or (images and tag == "img"), f"unexpected element <{tag}>"
+    for tag, name, value in audit.attrs:
+        assert not name.startswith("on"), f"event handler {name}={value!r} on <{tag}>"
+        if tag == "img":
+            assert name in ("alt", "src", "style"), name
+            if name == "src":
+                assert value.startswith("data:image/png;base64,"), value[:40]
+            continue
+        assert name in HTML_ATTRS, f"unexpected attribute {name}={value!r} on <{tag}>"
+        if name == "style":
+            assert STYLE.match(value or ""), f"style carries foreign text: {value!r}"
+            assert not re.search(r"url\(|expression\(|javascript", value, re.I), value
+        elif name == "class":
+            assert CLASSES.match(value or ""), value
+        elif name.startswith("data-"):
+            assert NUMERIC.match(value or ""), f"{name}={value!r}"
+    return audit
