@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = "gemma-3-270m"
-# The first-ever start converts the bundled GGUF (about a minute); a warm cache loads in ~6 s.
+# The first-ever start converts the bundled GGUF (seconds); a warm cache loads in a few seconds.
 MODEL_TIMEOUT_S = float(os.environ.get("ATTN_TEST_MODEL_TIMEOUT", "600"))
 HTTP_TIMEOUT_S = float(os.environ.get("ATTN_TEST_HTTP_TIMEOUT", "120"))
 

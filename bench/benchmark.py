@@ -11,7 +11,7 @@ interleaved with it where possible, and each figure is a median over repeats.
    artist passage (sent as soon as the page answers) comes back (target <= 5 s, the
    median), until GET / answers 200, and until /stats says the model is ready.
    --full adds the first-ever launch on a fresh ATTN_CACHE_DIR (target: first /analyze
-   answered <= 30 s) and the naive GGUF load vs the cached load.
+   answered <= 30 s) and the conversion against transformers' GGUF loader.
 2. Analysis: /analyze through gradio_client (a new prompt each repeat, one word varied
    at the same token count, so no cache answers) and, in this process, app.analyze
    + app.on_view, each against a bare `model(input_ids, output_attentions=True)` on
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="fewer repeats, one launch, 1024 instead of 2048 tokens, no 37/512 subprocesses (~2 min)")
-    ap.add_argument("--full", action="store_true", help="also the naive GGUF load and the first-ever launch (slow)")
+    ap.add_argument("--full", action="store_true", help="also the conversion vs transformers' GGUF loader and the first-ever launch (slow)")
     ap.add_argument("--out", help="write the markdown report here")
     ap.add_argument("--json", help="write rows and raw numbers as JSON here")
     ap.add_argument("--child-size", type=int, help=argparse.SUPPRESS)

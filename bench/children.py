@@ -1,5 +1,5 @@
 """Fresh child processes (`bench/benchmark.py --child-size N` / `--child-gguf`): peak RSS per
-prompt size, the naive GGUF load.
+prompt size, the conversion against transformers' GGUF loader.
 """
 
 from __future__ import annotations

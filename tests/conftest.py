@@ -1,7 +1,7 @@
 """Shared fixtures: the real bundled model (loaded once) and tiny random-weight models.
 
 The bundled Gemma 3 270M is converted from its GGUF into $ATTN_CACHE_DIR on first use
-(about a minute, once); later loads read the verified cache in seconds. A caller's
+(seconds, once); later loads read the verified cache. A caller's
 ATTN_CACHE_DIR is respected; otherwise the user's cache (~/.cache/attn-demo) is used.
 
 The numbers the tests check (" water", 1e-4 agreement) are float32 numbers, so the
