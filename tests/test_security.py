@@ -147,9 +147,15 @@ def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatc
         asked.append(str(source))
         raise RuntimeError("spy: no weights here")
 
+    def tokenizer_from_file(*args, tokenizer_file, **kwargs):  # how the bundled cache is read
+        asked.append(str(Path(tokenizer_file).parent))
+        return object()
+
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer)
+    monkeypatch.setattr(transformers, "PreTrainedTokenizerFast", tokenizer_from_file)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
     monkeypatch.setattr(bundled, "ensure_checkpoint", lambda *args, **kwargs: (tmp_path, None))
+    (tmp_path / "tokenizer_config.json").write_text("{}")
     monkeypatch.setenv("HF_TOKEN", "hf_notARealToken")  # gated models get as far as from_pretrained
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for spec in REGISTRY.values():
