@@ -35,7 +35,7 @@ from matplotlib.text import Text
 from matplotlib.transforms import IdentityTransform
 
 from .analysis import Analysis
-from .labels import MAX_LABEL_CHARS, head_label, visible
+from .labels import MAX_LABEL_CHARS, head_label, measure_label, visible
 from .palette import BLUE, GRAY, PREDICTED, PREDICTED_FILL
 from .view import View, check_view, matrix, row
 
@@ -94,7 +94,9 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
     notes = []
     mat = matrix(analysis, view) if view.show_all else None
     if view.show_all and mat is None:
-        notes.append("All-pairs mode is drawn for prompts up to 128 tokens; showing the last row.")
+        notes.append("All-pairs mode draws raw attention only; showing the predicting position's row."
+                     if view.measure != "raw" else
+                     "All-pairs mode is drawn for prompts up to 128 tokens; showing the last row.")
     cols = _columns(weights, max_columns)
     xs, gaps = _layout(cols)
     if len(cols) < n:
@@ -104,10 +106,7 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
             f"({share:.0%} of this row's weight). ⋯ marks hidden tokens."
         )
 
-    title = (
-        f"Attention Weights for Layer {view.layer} · {analysis.layer_kind(view.layer)} · "
-        f"{head_label(view.head)}"
-    )
+    title = diagram_title(analysis, view)
     # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
     width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, 16.0))
     fig = Figure(figsize=(width, 3.6 + 0.25 * len(notes)), dpi=100)
@@ -160,6 +159,14 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
         segments=segments, widths=widths, colors=colors, labels=labels,
     ))
     return fig
+
+
+def diagram_title(analysis: Analysis, view: View) -> str:
+    """The lab's title for raw attention; the measure's name for the others."""
+    if view.measure == "rollout":
+        return f"Attention rollout through all {analysis.num_layers} layers · mean over heads"
+    name = "Attention Weights" if view.measure == "raw" else "Value-weighted attention"
+    return f"{name} for Layer {view.layer} · {analysis.layer_kind(view.layer)} · {head_label(view.head)}"
 
 
 class Diagram(Artist):
@@ -322,7 +329,8 @@ def line_diagram_html(svg: Svg, view: View) -> str:
 
     It shrinks with the page, but not below 60% of its size: in a narrow frame the
     labels stay legible and the figure scrolls sideways instead."""
-    alt = f"Line diagram: attention at layer {view.layer}, {head_label(view.head)}"
+    alt = (f"Line diagram: {measure_label(view.measure)}" if view.measure == "rollout" else
+           f"Line diagram: {measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")
     b64 = base64.b64encode(svg.data).decode("ascii")
     natural = svg.width_px
     return (

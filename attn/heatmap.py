@@ -1,6 +1,7 @@
-"""The all-layers overview: a layers x tokens heatmap of the predicting position's attention.
+"""The all-layers overview: a layers x tokens heatmap of the predicting position's attention
+(in the view's measure), with the logit-lens strip beside its rows.
 
-It answers "which layers look where" at a glance. Built as HTML, not matplotlib: a few
+It answers "which layers look where" and "which layer decides" at a glance. Built as HTML, not matplotlib: a few
 milliseconds instead of ~150 ms, exact weights on hover, and the browser's fonts. Past
 `CELL_LIMIT` tokens the cells become an image (one pixel per cell, scaled up by CSS)
 so a 2048-token prompt stays a small page.
@@ -15,12 +16,13 @@ from html import escape
 import numpy as np
 
 from .analysis import Analysis
-from .labels import head_label, visible
-from .palette import GLOBAL_LAYER, HEATMAP_GRAY_HIGH, HEATMAP_GRAY_LOW, HEATMAP_HIGH, HEATMAP_LOW
-from .view import overview, parse_head
+from .labels import head_label, measure_label, visible
+from .palette import GLOBAL_LAYER, HEATMAP_GRAY_HIGH, HEATMAP_GRAY_LOW, HEATMAP_HIGH, HEATMAP_LOW, PREDICTED
+from .view import View, check_view, overview
 
 CELL_LIMIT = 160
 ROW_PX = 16
+LENS_BAR_PX = 56
 LOW = np.array(HEATMAP_LOW, dtype=np.float32)
 HIGH = np.array(HEATMAP_HIGH, dtype=np.float32)
 GRAY_LOW = np.array(HEATMAP_GRAY_LOW, dtype=np.float32)
@@ -47,58 +49,112 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def heatmap_html(
-    analysis: Analysis, head="mean", bos: str = "gray", current_layer: int | None = None,
-    *, grid: str | None = None,
-) -> str:
-    """The overview with `current_layer` marked. `grid` is `heatmap_grid(analysis, head,
-    bos)`, the costly part, the same for every layer: a caller may cache it."""
-    head = parse_head(head)
-    data = overview(analysis, head, bos)
+def heatmap_html(analysis: Analysis, view: View, *, grid: str | None = None) -> str:
+    """The overview with the view's layer marked. `grid` is `heatmap_grid(analysis, view)`,
+    the costly part, the same for every layer: a caller may cache it."""
+    view = check_view(analysis, view)
+    data = overview(analysis, view)
     if grid is None:
-        grid = heatmap_grid(analysis, head, bos)
-    labels = []
-    for i, kind in enumerate(analysis.layer_types):
-        style = f"font-weight:bold;color:{GLOBAL_LAYER};" if kind == "global" else "color:#444;"
-        if i == current_layer:
-            style += "background:#fde7d4;"
-        labels.append(
-            f'<div class="attn-hm-layer" data-layer="{i}" style="height:{ROW_PX}px;line-height:{ROW_PX}px;'
-            f'font-size:11px;padding-right:4px;text-align:right;{style}">{i} {"G" if kind == "global" else "L"}</div>'
-        )
+        grid = heatmap_grid(analysis, view)
+    rollout = view.measure == "rollout"
+    current = None if rollout else view.layer
+    if rollout:  # one row for all layers
+        labels = [_row_label("all", "font-weight:bold;color:#444;", None)]
+    else:
+        labels = [_layer_label(analysis, i, current) for i in range(analysis.num_layers)]
     marker = ""
-    if current_layer is not None and 0 <= current_layer < len(analysis.layer_types):
+    if current is not None:
         marker = (
-            f'<div class="attn-hm-current" style="position:absolute;left:0;top:{current_layer * ROW_PX}px;'
+            f'<div class="attn-hm-current" style="position:absolute;left:0;top:{current * ROW_PX}px;'
             f'width:{_grid_width(analysis.num_tokens)};height:{ROW_PX}px;box-sizing:border-box;'
             'border:2px solid #e8710a;pointer-events:none"></div>'
         )
     fit = "width:max-content" if analysis.num_tokens <= CELL_LIMIT else ""  # cells scroll, the image fits
     strongest = np.argsort(-data[:, 1:].mean(axis=0), kind="stable")[:8] + 1
     top = ", ".join(f"{escape(repr(visible(analysis.tokens[i], 20)))} ({data[:, i].mean():.2f})" for i in strongest)
-    bos_note = "" if bos == "exclude" else " The gray first column is &lt;BOS&gt; (gray scale of its own)."
-    return (
-        '<div class="attn-heatmap" style="font-family:ui-sans-serif,system-ui,sans-serif">'
-        f'<div style="font-size:13px;color:#333;margin-bottom:4px">Every layer at once ({escape(head_label(head))}): '
-        "each row is a layer, each column a prompt token; darker = more attention from the position "
-        f"that predicts {escape(repr(analysis.next_token))}. <b style=\"color:{GLOBAL_LAYER}\">G</b> = global layer, "
-        f"L = local (sliding window).{bos_note}</div>"
+    bos_note = "" if view.bos == "exclude" else " The gray first column is &lt;BOS&gt; (gray scale of its own)."
+    what = escape(measure_label(view.measure))
+    if rollout:
+        intro = (f"Attention rollout: one row, every layer and head combined; darker = more of the position "
+                 f"that predicts {escape(repr(analysis.next_token))} traces back to that token.")
+    else:
+        intro = (f"Every layer at once ({what}, {escape(head_label(view.head))}): each row is a layer, each "
+                 f"column a prompt token; darker = more from the position that predicts "
+                 f"{escape(repr(analysis.next_token))}. <b style=\"color:{GLOBAL_LAYER}\">G</b> = global layer, "
+                 "L = local (sliding window).")
+    lens = _lens_column(analysis, current) if analysis.logit_lens else ""
+    lens_note = ""
+    if lens:
+        lens_note = (f" Right: the <b>logit lens</b>, each layer's own guess (its top token) and the green bar "
+                     f"for P({escape(repr(analysis.next_token))}) at that layer.")
+    rows = (
         '<div style="display:flex;align-items:flex-start">'
         f'<div style="flex:0 0 auto">{"".join(labels)}</div>'
-        f'<div style="flex:1 1 auto;overflow-x:auto"><div style="position:relative;{fit}">'
-        f"{marker}{grid}</div></div></div>"
+        f'<div style="flex:1 1 auto;overflow-x:auto;min-width:0"><div style="position:relative;{fit}">'
+        f"{marker}{grid}</div></div>"
+        + ("" if rollout else lens)
+        + "</div>"
+    )
+    if rollout and lens:  # the lens has a row per layer: beside a one-row heatmap it stands alone
+        rows += (
+            '<div style="display:flex;align-items:flex-start;margin-top:8px">'
+            f'<div style="flex:0 0 auto">{"".join(_layer_label(analysis, i, None) for i in range(analysis.num_layers))}'
+            f"</div>{lens}</div>"
+        )
+    return (
+        f'<div class="attn-heatmap attn-measure-{view.measure}" '
+        'style="font-family:ui-sans-serif,system-ui,sans-serif">'
+        f'<div style="font-size:13px;color:#333;margin-bottom:4px">{intro}{bos_note}{lens_note}</div>'
+        f"{rows}"
         f'<div style="font-size:12px;color:#555;margin-top:4px">Most attended on average over layers: {top}.</div>'
         "</div>"
     )
 
 
-def heatmap_grid(analysis: Analysis, head="mean", bos: str = "gray") -> str:
+def _row_label(text: str, style: str, layer: int | None) -> str:
+    data = "" if layer is None else f' data-layer="{layer}"'
+    return (
+        f'<div class="attn-hm-layer"{data} style="height:{ROW_PX}px;line-height:{ROW_PX}px;'
+        f'font-size:11px;padding-right:4px;text-align:right;{style}">{text}</div>'
+    )
+
+
+def _layer_label(analysis: Analysis, i: int, current: int | None) -> str:
+    kind = analysis.layer_types[i]
+    style = f"font-weight:bold;color:{GLOBAL_LAYER};" if kind == "global" else "color:#444;"
+    if i == current:
+        style += "background:#fde7d4;"
+    return _row_label(f'{i} {"G" if kind == "global" else "L"}', style, i)
+
+
+def _lens_column(analysis: Analysis, current: int | None) -> str:
+    """One row per layer: a bar for P(final next token) at that layer, then the layer's top
+    token (green when it already is the final prediction)."""
+    out = []
+    for i, g in enumerate(analysis.logit_lens):
+        tip = (f"layer {i}: top token {g.token!r} ({g.prob:.3f}); "
+               f"P({analysis.next_token!r}) = {g.p_next:.4f}")
+        mine = g.id == analysis.next_token_id
+        colour = f"color:{PREDICTED};font-weight:bold;" if mine else "color:#333;"
+        mark = "background:#fde7d4;" if i == current else ""
+        bar = max(0.0, min(1.0, float(g.p_next))) * LENS_BAR_PX
+        out.append(
+            f'<div class="attn-lens" data-layer="{i}" data-p-next="{g.p_next:.6f}" title="{escape(tip, quote=True)}" '
+            f'style="display:flex;align-items:center;gap:4px;height:{ROW_PX}px;font-size:11px;{mark}">'
+            f'<span style="flex:0 0 {LENS_BAR_PX}px;height:9px;background:#eef2ee">'
+            f'<span style="display:block;height:9px;width:{bar:.1f}px;background:{PREDICTED}"></span></span>'
+            f'<span style="white-space:pre;{colour}">{escape(visible(g.token, 10))}</span></div>'
+        )
+    return f'<div class="attn-lens-strip" style="flex:0 0 9.5em;padding-left:6px">{"".join(out)}</div>'
+
+
+def heatmap_grid(analysis: Analysis, view: View) -> str:
     """The cells (or, past CELL_LIMIT tokens, the image) and the token ticks."""
-    head = parse_head(head)
-    data = overview(analysis, head, bos)
-    rgb = _colours(data, bos)
+    view = check_view(analysis, view)
+    data = overview(analysis, view)
+    rgb = _colours(data, view.bos)
     if data.shape[1] <= CELL_LIMIT:
-        return _cell_grid(analysis, data, rgb)
+        return _cell_grid(analysis, data, rgb, view.measure)
     return _image_grid(rgb, data.shape[0])
 
 
@@ -110,15 +166,16 @@ def _grid_width(n: int) -> str:
     return f"{n * _cell_width(n)}px" if n <= CELL_LIMIT else "100%"
 
 
-def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray) -> str:
+def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray, measure: str) -> str:
     n_layers, n = data.shape
     cell_w = _cell_width(n)
     names = [escape(repr(t), quote=True) for t in analysis.tokens]
     colours, values = rgb.tolist(), data.tolist()
+    row_names = ["rollout"] if measure == "rollout" else [f"layer {i}" for i in range(n_layers)]
     rows = []
     for layer in range(n_layers):
         cells = "".join(
-            f'<i title="layer {layer}, {names[j]} (#{j}): {values[layer][j]:.4f}" '
+            f'<i title="{row_names[layer]}, {names[j]} (#{j}): {values[layer][j]:.4f}" '
             f'style="display:inline-block;width:{cell_w}px;height:{ROW_PX}px;background:rgb({r},{g},{b})"></i>'
             for j, (r, g, b) in enumerate(colours[layer])
         )

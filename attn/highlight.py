@@ -56,10 +56,16 @@ def token_html(analysis: Analysis, view: View) -> str:
         f'style="border:2px solid {PREDICTED};background:{PREDICTED_FILL};color:{PREDICTED};font-weight:bold;'
         f'border-radius:3px;padding:0 2px;margin-left:2px">{_token_text(analysis.next_token)}</span>'
     )
+    if view.measure == "rollout":
+        where = f"Attention rollout (all {analysis.num_layers} layers)"
+    else:
+        where = f"Layer {view.layer}, {escape(analysis.layer_kind(view.layer))}, {escape(head_label(view.head))}"
+        if view.measure == "value":
+            where = f"Value-weighted attention, {where[0].lower()}{where[1:]}"
+    verb = {"raw": "attends to", "value": "takes from", "rollout": "traces back to"}[view.measure]
     caption = (
-        f"Layer {view.layer}, {escape(analysis.layer_kind(view.layer))}, {escape(head_label(view.head))}: "
-        f"how much the position predicting <b>{escape(repr(analysis.next_token))}</b> attends to each token. "
-        "Hover a token for its exact weight."
+        f"{where}: how much the position predicting <b>{escape(repr(analysis.next_token))}</b> {verb} "
+        "each token. Hover a token for its exact weight."
     )
     group = '<span style="display:inline-flex;align-items:center;gap:6px;white-space:nowrap">'
     legend = (  # three groups that wrap as wholes on a narrow screen

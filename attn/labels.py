@@ -33,3 +33,9 @@ def visible(text: str, limit: int = MAX_LABEL_CHARS) -> str:
 def head_label(head: str | int) -> str:
     """'mean over heads', 'max over heads' or 'head 2'."""
     return {"mean": "mean over heads", "max": "max over heads"}.get(head, f"head {head}")
+
+
+def measure_label(measure: str) -> str:
+    """What a view draws, as its titles and legends name it."""
+    return {"raw": "attention weights", "value": "value-weighted attention",
+            "rollout": "attention rollout"}.get(measure, measure)

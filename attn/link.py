@@ -1,4 +1,5 @@
-"""Deep links: a page address's query (?prompt=...&model=...&layer=...&head=...&bos=...&all=1)
+"""Deep links: a page address's query
+(?prompt=...&model=...&layer=...&head=...&bos=...&all=1&measure=value)
 read into a view, and a view written back as one.
 
 A link is checked against the model's spec, before any analysis exists, by the same rule
@@ -14,7 +15,7 @@ from urllib.parse import urlencode
 
 from .errors import ViewError, echo
 from .models import ModelSpec
-from .view import View, check_bos, check_head, check_layer, nearest_layer, parse_head
+from .view import View, check_bos, check_head, check_layer, check_measure, nearest_layer, parse_head
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,14 @@ def read_link(
         notes.append("Unknown BOS mode in the link; using gray.")
         bos = "gray"
     show_all = query.get("all", "0") in ("1", "true", "yes")
-    return Link(query.get("prompt", ""), model, View(layer=layer, head=head, bos=bos, show_all=show_all), notes)
+    measure = query.get("measure", "raw")
+    try:
+        check_measure(measure)
+    except ViewError:
+        notes.append(f"Unknown measure in the link ({echo(measure)}); showing raw attention.")
+        measure = "raw"
+    view = View(layer=layer, head=head, bos=bos, show_all=show_all, measure=measure)
+    return Link(query.get("prompt", ""), model, view, notes)
 
 
 def share_query(prompt: str, model: str, view: View) -> str:
@@ -77,4 +85,6 @@ def share_query(prompt: str, model: str, view: View) -> str:
         params["bos"] = view.bos
     if view.show_all:
         params["all"] = 1
+    if view.measure != "raw":
+        params["measure"] = view.measure
     return "?" + urlencode(params)

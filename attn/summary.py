@@ -56,11 +56,18 @@ def summary_html(analysis: Analysis) -> str:
 def layer_info_md(analysis: Analysis, view: View) -> str:
     """One line of Markdown: which layer this is, what it can see, and <BOS>'s weight."""
     view = check_view(analysis, view)
+    if view.measure == "rollout":
+        bos = row(analysis, view)[0]
+        hint = " (choose *exclude* for `<BOS>` to see how the rest divides)" if view.bos != "exclude" and bos > 0.5 else ""
+        return (f"**Attention rollout**: every layer and head combined (Abnar & Zuidema 2020); the layer and "
+                f"head controls do not change it · `<BOS>` share {bos:.2f}{hint}")
     local = analysis.is_local(view.layer)
     return (
         f"**Layer {view.layer}** of {analysis.num_layers - 1}: **{analysis.layer_kind(view.layer)}** attention"
         + (" (sees only the last tokens)" if local else " (sees the whole prompt)")
-        + f" · {head_label(view.head)} · `<BOS>` weight {row(analysis, view)[0]:.2f}"
+        + f" · {head_label(view.head)}"
+        + (" · value-weighted" if view.measure == "value" else "")
+        + f" · `<BOS>` {'share' if view.measure == 'value' else 'weight'} {row(analysis, view)[0]:.2f}"
         + (" (outside this layer's window)" if analysis.bos_outside_window(view.layer) else "")
     )
 

@@ -1,4 +1,4 @@
-"""A view: which layer, head mode and BOS mode to draw from an Analysis.
+"""A view: which measure, layer, head mode and BOS mode to draw from an Analysis.
 
 `check_view` is the one rule for a valid view, used by the page, deep links and the API;
 it needs only the model's shape (num_layers, num_heads), so a link can be checked against
@@ -18,6 +18,12 @@ from .errors import ViewError, echo
 
 HEAD_MODES = ("mean", "max")
 BOS_MODES = ("gray", "hide", "exclude")
+MEASURES = ("raw", "value", "rollout")
+MEASURE_HELP = {
+    "raw": "attention weights (as in the lab)",
+    "value": "value-weighted: weight x how far the key's value moves the output",
+    "rollout": "rollout: attention traced through every layer",
+}
 BOS_MODE_HELP = {
     "gray": "BOS lines drawn gray (as in the lab)",
     "hide": "BOS not drawn (weights unchanged)",
@@ -31,6 +37,7 @@ class View:
     head: str | int = "mean"  # "mean", "max" or a head index
     bos: str = "gray"
     show_all: bool = False
+    measure: str = "raw"  # one of MEASURES
 
 
 def parse_head(value) -> str | int:
@@ -84,10 +91,16 @@ def check_bos(bos) -> str:
     return bos
 
 
+def check_measure(measure) -> str:
+    if measure not in MEASURES:
+        raise ViewError(f"Measure must be one of {', '.join(MEASURES)}, not {echo(measure)}.")
+    return measure
+
+
 def check_view(model: Shape, view: View) -> View:
     """Validate a view against this model (ranges come from the model, not a constant)."""
     return View(layer=check_layer(model, view.layer), head=check_head(model, view.head), bos=check_bos(view.bos),
-                show_all=bool(view.show_all))
+                show_all=bool(view.show_all), measure=check_measure(view.measure))
 
 
 def nearest_layer(model: Shape, layer: int) -> int:
@@ -139,27 +152,59 @@ def _apply_bos(weights: np.ndarray, bos: str) -> np.ndarray:
     return out
 
 
+def available_measures(analysis: Analysis) -> list[str]:
+    """The measures this analysis carries (a family without value projections lacks one)."""
+    have = {"raw": True, "value": analysis.value_norms is not None, "rollout": analysis.rollout is not None}
+    return [m for m in MEASURES if have[m]]
+
+
+def _per_head(analysis: Analysis, measure: str) -> np.ndarray:
+    """(layers, heads, T): each head's row in this measure, every row summing to 1
+    (value-weighted norms become shares of their row, as the views draw them)."""
+    if measure == "raw":
+        return analysis.last_row
+    if analysis.value_norms is None:
+        raise ViewError(f"Value-weighted attention is not available for {analysis.model}.")
+    norms = analysis.value_norms
+    total = norms.sum(axis=-1, keepdims=True)
+    return np.divide(norms, total, out=np.zeros_like(norms), where=total > 0)
+
+
+def _rollout(analysis: Analysis) -> np.ndarray:
+    if analysis.rollout is None:
+        raise ViewError(f"Attention rollout is not available for {analysis.model}.")
+    return analysis.rollout
+
+
 def row(analysis: Analysis, view: View) -> np.ndarray:
-    """(T,) weights the predicting (last) position gives each input token."""
+    """(T,) weights the predicting (last) position gives each input token, in the view's
+    measure. Rollout already combines every layer and head: the same row at every layer."""
     view = check_view(analysis, view)
-    return _apply_bos(_combine_heads(analysis.last_row[view.layer], view.head), view.bos)
+    if view.measure == "rollout":
+        return _apply_bos(_rollout(analysis), view.bos)
+    return _apply_bos(_combine_heads(_per_head(analysis, view.measure)[view.layer], view.head), view.bos)
 
 
 def matrix(analysis: Analysis, view: View) -> np.ndarray | None:
-    """(T, T) weights for every position, or None when the prompt is too long to keep them."""
+    """(T, T) raw weights for every position, or None when the prompt is too long to keep
+    them or the view's measure is not raw attention (the measures are kept for the
+    predicting position only)."""
     view = check_view(analysis, view)
-    if analysis.full is None:
+    if analysis.full is None or view.measure != "raw":
         return None
     stack = analysis.full[view.layer].astype(np.float32)
     return _apply_bos(_combine_heads(stack, view.head), view.bos)
 
 
-def overview(analysis: Analysis, head: str | int = "mean", bos: str = "gray") -> np.ndarray:
-    """(layers, T): the last position's attention at every layer, for the heatmap."""
-    check_view(analysis, View(layer=0, head=head, bos=bos))
-    head = parse_head(head)
-    per_layer = np.stack([_combine_heads(analysis.last_row[i], head) for i in range(analysis.num_layers)])
-    return _apply_bos(per_layer, bos)
+def overview(analysis: Analysis, view: View) -> np.ndarray:
+    """(layers, T): the last position's weights at every layer, in the view's measure and
+    head and BOS modes, for the heatmap; (1, T) for rollout, which is one row for all."""
+    view = check_view(analysis, view)
+    if view.measure == "rollout":
+        return _apply_bos(_rollout(analysis)[None], view.bos)
+    per_head = _per_head(analysis, view.measure)
+    per_layer = np.stack([_combine_heads(per_head[i], view.head) for i in range(analysis.num_layers)])
+    return _apply_bos(per_layer, view.bos)
 
 
 def strongest(weights: np.ndarray, k: int, skip_bos: bool = True) -> list[tuple[int, float]]:
@@ -180,6 +225,7 @@ def view_json(analysis: Analysis, view: View) -> dict:
         "layer_type": analysis.layer_types[view.layer],
         "head": view.head,
         "bos": view.bos,
+        "measure": view.measure,
         "tokens": analysis.tokens,
         "weights": [round(float(w), 6) for w in weights],
         "next_token": analysis.next_token,

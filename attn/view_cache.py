@@ -18,7 +18,7 @@ from .analysis import Analysis
 from .cache import ByteLRU
 from .figures import Svg, line_svg
 from .heatmap import heatmap_grid, heatmap_html
-from .view import BOS_MODES, View, check_view
+from .view import BOS_MODES, View, available_measures, check_view
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,13 @@ class ViewCache:
         return self.cache.get_or_compute(self._key(analysis, view), draw)
 
     def _grid(self, analysis: Analysis, view: View) -> str:
-        key = (analysis.model, analysis.prompt, "heatmap", view.head, view.bos)
-        return self.cache.get_or_compute(key, lambda: heatmap_grid(analysis, view.head, view.bos))
+        key = (analysis.model, analysis.prompt, "heatmap", view.measure, view.head, view.bos)
+        return self.cache.get_or_compute(key, lambda: heatmap_grid(analysis, view))
 
     def heatmap(self, analysis: Analysis, view: View) -> str:
         """The all-layers overview for this view, with its layer marked."""
         view = check_view(analysis, view)
-        return heatmap_html(analysis, view.head, view.bos, current_layer=view.layer, grid=self._grid(analysis, view))
+        return heatmap_html(analysis, view, grid=self._grid(analysis, view))
 
     def line_svg(self, analysis: Analysis, view: View) -> Svg:
         """The line diagram for this view; then the likely next views are drawn behind it."""
@@ -100,11 +100,13 @@ class ViewCache:
 
 def likely_next(analysis: Analysis, view: View) -> list[View]:
     """Views a person is likely to ask for next: the other layers, nearest first (the
-    slider usually moves by one), then this layer with the other head and BOS modes."""
+    slider usually moves by one), then this layer with the other head and BOS modes and
+    the other measures this analysis has."""
     layers = sorted(range(analysis.num_layers), key=lambda layer: abs(layer - view.layer))
     heads = ["mean", "max", *range(analysis.num_heads)]
     return (
         [replace(view, layer=layer) for layer in layers if layer != view.layer]
         + [replace(view, head=head) for head in heads if head != view.head]
         + [replace(view, bos=bos) for bos in BOS_MODES if bos != view.bos]
+        + [replace(view, measure=m) for m in available_measures(analysis) if m != view.measure]
     )

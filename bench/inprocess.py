@@ -139,7 +139,7 @@ def view_components(analysis, reps: int = 3) -> dict:
         token_html(analysis, view)
         parts["token_html"].append(now() - t)
         t = now()
-        heatmap_html(analysis, "mean", "gray", current_layer=view.layer)
+        heatmap_html(analysis, view)
         parts["heatmap_html"].append(now() - t)
     return parts
 

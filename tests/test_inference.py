@@ -443,7 +443,7 @@ def test_matrix_is_none_when_the_prompt_was_too_long_to_keep_it():
 
 def test_overview_has_one_row_per_layer():
     a = _hand_made_analysis()
-    grid = views.overview(a, head="max", bos="exclude")
+    grid = views.overview(a, View(layer=0, head="max", bos="exclude"))
     assert grid.shape == (2, 4)
     np.testing.assert_allclose(grid.sum(axis=-1), 1, atol=1e-6)
 

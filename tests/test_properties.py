@@ -76,7 +76,7 @@ def test_any_text_is_a_valid_analysis_or_a_prompt_error(engine, special_ids, pro
 
     html = token_html(analysis, View(layer=analysis.num_layers - 1, head="max", bos="exclude"))
     audit_html(html, images=True)
-    for fragment in (continuation_html(analysis), top_k_html(analysis), heatmap_html(analysis, 0, "hide")):
+    for fragment in (continuation_html(analysis), top_k_html(analysis), heatmap_html(analysis, View(layer=0, head=0, bos="hide", measure="rollout"))):
         audit_html(fragment, images=True)
     root = ET.fromstring(to_svg(line_diagram(analysis, View(layer=5))))
     names = {el.tag.rsplit("}", 1)[-1].lower() for el in root.iter()}
@@ -122,7 +122,7 @@ def test_renderers_never_turn_text_into_markup(base, text, cut):
         lambda a: token_html(a, View(layer=11, head=1, bos="hide")),
         continuation_html,
         top_k_html,
-        lambda a: heatmap_html(a, "max", "exclude", current_layer=2),
+        lambda a: heatmap_html(a, View(layer=2, head="max", bos="exclude")),
     ):
         ours, theirs = audit_html(render(hostile), images=True), audit_html(render(plain), images=True)
         assert ours.elements == theirs.elements, "the text changed the markup"

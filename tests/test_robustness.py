@@ -139,8 +139,8 @@ def render_all(analysis) -> dict[str, str]:
     out = {f"tokens-{i}": token_html(analysis, v) for i, v in enumerate(VIEWS)}
     out["continuation"] = continuation_html(analysis)
     out["topk"] = top_k_html(analysis)
-    out["heatmap"] = heatmap_html(analysis, "mean", "gray", current_layer=3)
-    out["heatmap-exclude"] = heatmap_html(analysis, 1, "exclude")
+    out["heatmap"] = heatmap_html(analysis, View(layer=3))
+    out["heatmap-exclude"] = heatmap_html(analysis, View(layer=0, head=1, bos="exclude", measure="value"))
     return out
 
 
@@ -324,7 +324,7 @@ def test_a_long_hostile_prompt_uses_the_heatmap_image_and_stays_inert(engine, sp
     assert analysis.num_tokens > CELL_LIMIT  # the image path of the heatmap
     assert_valid(analysis, prompt, special_ids, bos_id)
     assert_renders_inert(analysis)
-    assert "<img alt=" in heatmap_html(analysis)
+    assert "<img alt=" in heatmap_html(analysis, View(layer=0))
 
 
 # ---- once-known bugs, kept as regression tests -------------------------------------------

@@ -177,7 +177,8 @@ def test_the_heatmap_grid_is_built_once_for_every_layer_and_the_mark_moves(thirs
     assert grid in at3 and grid in at4
     for html, layer in ((at3, 3), (at4, 4)):
         assert f'class="attn-hm-current" style="position:absolute;left:0;top:{16 * layer}px' in html
-        assert re.findall(r'data-layer="(\d+)"[^>]*background:#fde7d4', html) == [str(layer)]
+        assert re.findall(r'"attn-hm-layer" data-layer="(\d+)"[^>]*background:#fde7d4', html) == [str(layer)]
+        assert re.findall(r'"attn-lens" data-layer="(\d+)"[^>]*background:#fde7d4', html) == [str(layer)]
     figures.heatmap(thirsty, View(layer=4, head="max"))
     assert len(figures.cache) == 2
 
