@@ -17,12 +17,13 @@ import gradio as gr
 import spaces
 
 from attn import BUNDLED, REGISTRY, AttnError, Engine
+from attn.ablation_view import ablation_html
 from attn.figures import line_diagram_html
 from attn.highlight import token_html
 from attn.link import read_link, share_query
 from attn.summary import layer_info_md, model_status_md, note_html, summary_html, top_k_html
-from attn.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice, head_choices,
-                       parse_head, view_json)
+from attn.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice,
+                       head_choices, parse_head, view_json)
 from attn.view_cache import ViewCache
 
 log = logging.getLogger("app")
@@ -51,6 +52,9 @@ if ON_ZEROGPU:
             log.error("%s", exc)
 
 BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
+MEASURE_CHOICES = [("Attention weights", "raw"), ("Value-weighted", "value"), ("Rollout", "rollout")]
+ABLATION_HINT = ('<div class="attn-hint">Does the attention explain the prediction? <b>Check by removing '
+                 "tokens</b> runs the model once more per token (batched) and shows what each one was worth.</div>")
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -94,31 +98,54 @@ def analyze(prompt: str, model: str, progress: gr.Progress | None = None):
 # No handler raises gr.Error: a failed event marks every output with an "Error" badge, which
 # hides the controls and the last good analysis. A refused request skips its outputs instead
 # and says why in the line under the prompt (and in a toast, from queued events).
-def on_view(key: dict | None, layer, head, bos, show_all):
-    """Everything that depends on the view; served from the cached analysis.
+def on_view(key: dict | None, layer, head, bos, show_all, measure):
+    """Everything that depends on the view; served from the cached analysis (and ablation).
 
     The last output is the note under the prompt: set when the view cannot be drawn, left
     alone otherwise (it may be explaining a refused analysis while this redraws the last one)."""
     if not key:
-        return (gr.skip(),) * 6
+        return (gr.skip(),) * 7
     # Views never run the model: they are served outside the queue, from the cache only
     # (so no toast: gr.Warning reaches the page only from queued events).
     analysis = ENGINE.cached(key["prompt"], key["model"])
     if analysis is None:
-        return (gr.skip(),) * 5 + (note_html(
+        return (gr.skip(),) * 6 + (note_html(
             "This prompt's analysis has left the shared cache; press Analyze to run it again."),)
     try:
-        view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all)))
+        view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all),
+                                         measure=measure))
     except AttnError as exc:
-        return (gr.skip(),) * 5 + (note_html(str(exc)),)
+        return (gr.skip(),) * 6 + (note_html(str(exc)),)
+    ablated = ENGINE.cached_ablation(analysis.prompt, analysis.model)
     return (
         line_diagram_html(VIEWS.line_svg(analysis, view), view),
         token_html(analysis, view),
+        ABLATION_HINT if ablated is None else ablation_html(ablated, analysis, view),
         VIEWS.heatmap(analysis, view),
         layer_info_md(analysis, view),
         share_query(analysis.prompt, analysis.model, view),
         gr.skip(),
     )
+
+
+def on_ablate(key: dict | None, layer, head, bos, show_all, measure, progress=gr.Progress()):
+    """Delete each token in turn (batched forward passes, cached); views stay usable meanwhile."""
+    if not key:
+        gr.Warning("Analyze a prompt first.")
+        return gr.skip()
+
+    def step(done: int, total: int) -> None:
+        progress((done, total), desc="Removing tokens one at a time", unit="tokens")
+
+    try:
+        ablated = ENGINE.ablate(key["prompt"], key["model"], progress=step)
+        analysis = ENGINE.analyze(key["prompt"], key["model"])  # cached: the ablation just used it
+        view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all),
+                                         measure=measure))
+    except AttnError as exc:
+        gr.Warning(escape(str(exc)))
+        return gr.skip()
+    return ablation_html(ablated, analysis, view)
 
 
 def refuse(exc: AttnError, model: str, shown: dict | None) -> tuple:
@@ -148,13 +175,13 @@ def on_analyze(prompt: str, model: str, layer, head, shown: dict | None = None, 
 
 
 def on_load(request: gr.Request):
-    """Deep links: ?prompt=...&model=...&layer=...&head=...&bos=...&all=1.
+    """Deep links: ?prompt=...&model=...&layer=...&head=...&bos=...&all=1&measure=value.
 
     Without a link the page is already built with these defaults: the controls are left
     alone (a slider moved while this event waits is not reset) and only the status is fresh."""
     query = dict(request.query_params) if request is not None else {}
     if not query:
-        return (gr.skip(),) * 7 + (model_status(DEFAULT_MODEL),)
+        return (gr.skip(),) * 8 + (model_status(DEFAULT_MODEL),)
     link = read_link(query, specs={n: REGISTRY[n] for n in MODEL_NAMES}, default_model=DEFAULT_MODEL,
                      suggested_layer=lambda model: preset_layer(EXAMPLES[0], model))
     for note in link.notes:
@@ -167,6 +194,7 @@ def on_load(request: gr.Request):
         gr.update(choices=head_choices(spec.num_heads), value=head_choice(view.head)),
         view.bos,
         view.show_all,
+        view.measure,
         bool(link.prompt),
         model_status(link.model),
     )
@@ -189,10 +217,19 @@ def api_analyze(prompt: str, model: str = BUNDLED) -> dict:
         raise gr.Error(str(exc)) from None
 
 
-def api_view(prompt: str, model: str = BUNDLED, layer: int = 0, head: str = "mean", bos: str = "gray") -> dict:
+def api_view(prompt: str, model: str = BUNDLED, layer: int = 0, head: str = "mean", bos: str = "gray",
+             measure: str = "raw") -> dict:
     """The weights one view shows (served from the cache when the prompt was analyzed)."""
     try:
-        return view_json(analyze(prompt, model), View(layer=layer, head=parse_head(head), bos=bos))
+        return view_json(analyze(prompt, model), View(layer=layer, head=parse_head(head), bos=bos, measure=measure))
+    except AttnError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def api_ablate(prompt: str, model: str = BUNDLED) -> dict:
+    """Delete each prompt token in turn: the next token's probability without it (README)."""
+    try:
+        return ENGINE.ablate(prompt, model).to_json()
     except AttnError as exc:
         raise gr.Error(str(exc)) from None
 
@@ -202,6 +239,7 @@ def api_stats() -> dict:
     s = ENGINE.cache_stats()
     return {
         "forward_calls": ENGINE.forward_calls,
+        "ablation_calls": ENGINE.ablation_calls,
         "cache": {"hits": s.hits, "misses": s.misses, "entries": s.entries, "bytes": s.bytes, "max_bytes": s.max_bytes},
         "models": {n: ENGINE.status(n)[0] for n in MODEL_NAMES},
     }
@@ -264,9 +302,14 @@ def build() -> gr.Blocks:
             bos = gr.Radio(BOS_CHOICES, value="gray", label="<BOS> (attention sink)", elem_id="bos", scale=2)
             show_all = gr.Checkbox(label="Show all weights (every position, as in the lab)", value=False,
                                    elem_id="show-all", scale=1)
+        measure = gr.Radio(MEASURE_CHOICES, value="raw", label="Measure", elem_id="measure",
+                           info="Raw weights (the lab); weighted by how far each value moves the output "
+                                "(Kobayashi et al. 2020); or traced through every layer (Abnar & Zuidema 2020)")
         layer_info = gr.Markdown(elem_id="layer-info")
         figure = gr.HTML(elem_id="figure")
         tokens_view = gr.HTML(elem_id="tokens")
+        ablate_btn = gr.Button("Check by removing tokens", size="sm", elem_id="ablate")
+        ablation = gr.HTML(ABLATION_HINT, elem_id="ablation")
         with gr.Accordion("All layers at once", open=True):
             overview = gr.HTML(elem_id="overview")
         with gr.Row():
@@ -275,8 +318,8 @@ def build() -> gr.Blocks:
             link = gr.Textbox(label="Link", interactive=False, elem_id="link", scale=4, buttons=["copy"])
         autorun = gr.State(False)
 
-        view_inputs = [key, layer, head, bos, show_all]
-        view_outputs = [figure, tokens_view, overview, layer_info, link_query, note]
+        view_inputs = [key, layer, head, bos, show_all, measure]
+        view_outputs = [figure, tokens_view, ablation, overview, layer_info, link_query, note]
         analysis_inputs = [prompt, model, layer, head, key]
         analysis_outputs = [key, summary, topk, layer, head, status, note]
         # Progress shows where the result will appear, never over the controls (which are
@@ -297,18 +340,22 @@ def build() -> gr.Blocks:
                 button.click(fill, [model], [prompt, layer, look_for], **quiet)
                 .then(on_analyze, analysis_inputs, analysis_outputs, **analyzing)
             )
-        gr.on([layer.change, head.change, bos.change, show_all.change], on_view, view_inputs, view_outputs, **quiet)
+        gr.on([layer.change, head.change, bos.change, show_all.change, measure.change], on_view, view_inputs,
+              view_outputs, **quiet)
+        ablate_btn.click(on_ablate, view_inputs, [ablation], api_visibility="private", concurrency_limit=1,
+                         show_progress_on=[ablation])
         model.change(model_status, [model], [status], **quiet)
         copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
 
         # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
         # No progress: the page is usable while this waits (behind a model load, say).
-        load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, autorun, status],
+        load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, measure, autorun, status],
                          api_visibility="private", show_progress="hidden")
         then_view(load.then(on_load_analyze, [autorun, *analysis_inputs], analysis_outputs, **analyzing))
 
         gr.api(api_analyze, api_name="analyze", concurrency_limit=2)
         gr.api(api_view, api_name="view", concurrency_limit=4)
+        gr.api(api_ablate, api_name="ablate", concurrency_limit=1)
         gr.api(api_stats, api_name="stats", queue=False)
     return demo
 

@@ -159,3 +159,47 @@ def batch_p_next(loaded: LoadedModel, ids: list[int], chunk: list[int], next_id:
             out = loaded.model(input_ids=batch, use_cache=False)
         probs = torch.softmax(out.logits[:, -1].float(), dim=-1)[:, next_id]
     return probs.cpu().numpy().astype(np.float32)
+
+
+# ---- attention against ablation ---------------------------------------------------------
+@dataclass(frozen=True)
+class Agreement:
+    """How a view's attention ranks the deleted tokens against how much deleting them hurt."""
+
+    spearman: float | None  # rank correlation of weight and drop (ties get average ranks); None if undefined
+    count: int  # tokens compared: the deleted ones
+    top_attention: list[int]  # the 3 most attended of them (indices into tokens), strongest first
+    top_ablation: list[int]  # the 3 whose deletion lowered P(next) most, largest drop first
+
+
+def agreement(ablated: Ablation, weights: np.ndarray, k: int = 3) -> Agreement:
+    """`weights`: (T,) the view's row (any measure). Drop = -delta: positive when deleting
+    the token took probability away from the prediction."""
+    index = np.array([d.index for d in ablated.deletions], dtype=np.int64)
+    drop = -np.array([d.delta for d in ablated.deletions], dtype=np.float64)
+    attn = np.asarray(weights, dtype=np.float64)[index]
+    by_attn = index[np.argsort(-attn, kind="stable")][:k]
+    by_drop = index[np.argsort(-drop, kind="stable")][:k]
+    return Agreement(spearman(attn, drop), len(index), [int(i) for i in by_attn], [int(i) for i in by_drop])
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman's rho: Pearson's correlation of the ranks (average ranks for ties); None
+    when fewer than 2 values or either side is constant."""
+    if len(x) < 2:
+        return None
+    rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return None if denom == 0 else float((rx * ry).sum() / denom)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    for v in np.unique(values):  # ties share the mean of their ranks
+        same = values == v
+        if same.sum() > 1:
+            ranks[same] = ranks[same].mean()
+    return ranks

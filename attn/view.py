@@ -15,15 +15,11 @@ import numpy as np
 
 from .analysis import Analysis
 from .errors import ViewError, echo
+from .labels import measure_label
 
 HEAD_MODES = ("mean", "max")
 BOS_MODES = ("gray", "hide", "exclude")
 MEASURES = ("raw", "value", "rollout")
-MEASURE_HELP = {
-    "raw": "attention weights (as in the lab)",
-    "value": "value-weighted: weight x how far the key's value moves the output",
-    "rollout": "rollout: attention traced through every layer",
-}
 BOS_MODE_HELP = {
     "gray": "BOS lines drawn gray (as in the lab)",
     "hide": "BOS not drawn (weights unchanged)",
@@ -99,8 +95,11 @@ def check_measure(measure) -> str:
 
 def check_view(model: Shape, view: View) -> View:
     """Validate a view against this model (ranges come from the model, not a constant)."""
+    measure = check_measure(view.measure)
+    if isinstance(model, Analysis) and measure not in available_measures(model):
+        raise ViewError(f"{measure_label(measure).capitalize()} is not available for {model.model}.")
     return View(layer=check_layer(model, view.layer), head=check_head(model, view.head), bos=check_bos(view.bos),
-                show_all=bool(view.show_all), measure=check_measure(view.measure))
+                show_all=bool(view.show_all), measure=measure)
 
 
 def nearest_layer(model: Shape, layer: int) -> int:
@@ -163,17 +162,9 @@ def _per_head(analysis: Analysis, measure: str) -> np.ndarray:
     (value-weighted norms become shares of their row, as the views draw them)."""
     if measure == "raw":
         return analysis.last_row
-    if analysis.value_norms is None:
-        raise ViewError(f"Value-weighted attention is not available for {analysis.model}.")
     norms = analysis.value_norms
     total = norms.sum(axis=-1, keepdims=True)
     return np.divide(norms, total, out=np.zeros_like(norms), where=total > 0)
-
-
-def _rollout(analysis: Analysis) -> np.ndarray:
-    if analysis.rollout is None:
-        raise ViewError(f"Attention rollout is not available for {analysis.model}.")
-    return analysis.rollout
 
 
 def row(analysis: Analysis, view: View) -> np.ndarray:
@@ -181,7 +172,7 @@ def row(analysis: Analysis, view: View) -> np.ndarray:
     measure. Rollout already combines every layer and head: the same row at every layer."""
     view = check_view(analysis, view)
     if view.measure == "rollout":
-        return _apply_bos(_rollout(analysis), view.bos)
+        return _apply_bos(analysis.rollout, view.bos)
     return _apply_bos(_combine_heads(_per_head(analysis, view.measure)[view.layer], view.head), view.bos)
 
 
@@ -201,7 +192,7 @@ def overview(analysis: Analysis, view: View) -> np.ndarray:
     head and BOS modes, for the heatmap; (1, T) for rollout, which is one row for all."""
     view = check_view(analysis, view)
     if view.measure == "rollout":
-        return _apply_bos(_rollout(analysis)[None], view.bos)
+        return _apply_bos(analysis.rollout[None], view.bos)
     per_head = _per_head(analysis, view.measure)
     per_layer = np.stack([_combine_heads(per_head[i], view.head) for i in range(analysis.num_layers)])
     return _apply_bos(per_layer, view.bos)

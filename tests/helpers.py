@@ -66,7 +66,7 @@ class FakeConversion:
 # ---- the HTML our renderers emit ---------------------------------------------------------------
 
 HTML_TAGS = {"div", "span", "b", "i", "code", "mark", "br"}
-HTML_ATTRS = {"class", "style", "title", "data-pos", "data-weight", "data-layer", "data-p-next"}
+HTML_ATTRS = {"class", "style", "title", "data-pos", "data-weight", "data-layer", "data-p-next", "data-delta"}
 NUMERIC = re.compile(r"^-?[0-9.]+$")
 STYLE = re.compile(r"^[A-Za-z0-9:;#%.,()\s_/-]*$")  # our inline styles: no quotes, no <, no backslash
 CLASSES = re.compile(r"^[a-z0-9 -]*$")

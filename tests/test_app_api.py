@@ -89,13 +89,14 @@ def assert_schema(result: dict, prompt: str) -> None:
 # ---- endpoints -------------------------------------------------------------------------
 
 
-def test_named_endpoints_are_exactly_analyze_view_stats(client):
+def test_named_endpoints_are_exactly_analyze_view_ablate_stats(client):
     named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(named) == {"/analyze", "/view", "/stats"}
+    assert set(named) == {"/analyze", "/view", "/ablate", "/stats"}
     params = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in named.items()}
     assert params == {
         "/analyze": ["prompt", "model"],
-        "/view": ["prompt", "model", "layer", "head", "bos"],
+        "/view": ["prompt", "model", "layer", "head", "bos", "measure"],
+        "/ablate": ["prompt", "model"],
         "/stats": [],
     }
 
@@ -139,7 +140,7 @@ def test_view_matches_analyze(client, thirsty):
 
 def test_view_payload(client, thirsty):
     view = client.predict(THIRSTY, MODEL, 5, "Head 2", "exclude", api_name="/view")
-    assert set(view) == {"model", "layer", "layer_type", "head", "bos", "tokens", "weights", "next_token"}
+    assert set(view) == {"model", "layer", "layer_type", "head", "bos", "measure", "tokens", "weights", "next_token"}
     assert (view["model"], view["layer"], view["layer_type"], view["head"], view["bos"]) == (
         MODEL, 5, "global", 2, "exclude")
     assert view["tokens"] == thirsty["tokens"]
@@ -188,6 +189,50 @@ def test_layer_and_head_switches_make_no_model_call(client, thirsty):
         view = client.predict(THIRSTY, MODEL, layer, head, bos, api_name="/view")
         assert view["layer"] == layer and view["bos"] == bos
     assert stats(client)["forward_calls"] == before
+
+
+def test_measure_switches_make_no_model_call_and_draw_the_analysis_numbers(client, thirsty):
+    before = stats(client)["forward_calls"]
+    value = client.predict(THIRSTY, MODEL, 12, "Head 1", "gray", "value", api_name="/view")
+    norms = thirsty["value_norms"][12][1]
+    assert value["measure"] == "value"
+    assert value["weights"] == pytest.approx([n / sum(norms) for n in norms], abs=2e-6)  # shares of the row
+    rollout = client.predict(THIRSTY, MODEL, 3, "mean", "gray", "rollout", api_name="/view")
+    assert rollout["weights"] == pytest.approx(thirsty["rollout"], abs=2e-6)  # one row for every layer
+    assert stats(client)["forward_calls"] == before
+
+
+def test_ablate_returns_its_schema_and_removing_thirsty_hurts_water(client, thirsty):
+    result = client.predict(THIRSTY, MODEL, api_name="/ablate")
+    assert {"next_token", "p_next", "tokens", "ablation"} <= set(result)
+    assert result["next_token"] == " water" and result["tokens"] == thirsty["tokens"]
+    assert result["p_next"] == pytest.approx(thirsty["top_k"][0]["prob"], abs=1e-6)
+    rows = result["ablation"]
+    assert [r["index"] for r in rows] == list(range(1, len(thirsty["tokens"])))  # <BOS> never removed
+    for r in rows:
+        assert set(r) == {"index", "token", "p_next", "delta"}
+        assert r["token"] == thirsty["tokens"][r["index"]]
+        assert r["delta"] == pytest.approx(r["p_next"] - result["p_next"], abs=2e-6)
+    gone = next(r for r in rows if r["token"] == " thirsty")
+    assert gone["p_next"] < result["p_next"] / 10
+    again_before = stats(client)
+    assert client.predict(THIRSTY, MODEL, api_name="/ablate") == result  # cached
+    assert stats(client)["ablation_calls"] == again_before["ablation_calls"]
+
+
+@pytest.mark.parametrize(
+    "prompt, model, expected",
+    [
+        ("", MODEL, "The prompt is empty: type some text to analyse."),
+        ("Hello", "gpt-5", "Unknown model 'gpt-5'. Choose one of: gemma-3-1b, gemma-3-270m."),
+    ],
+    ids=["empty", "unknown-model"],
+)
+def test_a_bad_ablate_request_is_a_readable_error(client, prompt, model, expected):
+    before = stats(client)
+    assert api_error(lambda: client.predict(prompt, model, api_name="/ablate")) == expected
+    after = stats(client)
+    assert (after["forward_calls"], after["ablation_calls"]) == (before["forward_calls"], before["ablation_calls"])
 
 
 def test_a_new_prompt_costs_exactly_one_forward_pass(client):
@@ -242,11 +287,13 @@ def test_gated_model_without_token_is_a_readable_error(client):
         (0, "Head 7", "gray", "Head 7 is out of range: this model has heads 0-3."),
         (0, "median", "gray", "Head must be 'mean', 'max' or a head number, not 'median'."),
         (0, "mean", "purple", "BOS mode must be one of gray, hide, exclude."),
+        (0, "mean", "gray", "Measure must be one of raw, value, rollout, not 'saliency'."),
     ],
-    ids=["layer-99", "layer-neg", "layer-18", "head-7", "head-label-7", "head-word", "bos"],
+    ids=["layer-99", "layer-neg", "layer-18", "head-7", "head-label-7", "head-word", "bos", "measure"],
 )
 def test_bad_view_is_a_readable_error(client, thirsty, layer, head, bos, expected):
     before = stats(client)["forward_calls"]
-    msg = api_error(lambda: client.predict(THIRSTY, MODEL, layer, head, bos, api_name="/view"))
+    measure = "saliency" if "Measure" in expected else "raw"
+    msg = api_error(lambda: client.predict(THIRSTY, MODEL, layer, head, bos, measure, api_name="/view"))
     assert msg == expected
     assert stats(client)["forward_calls"] == before

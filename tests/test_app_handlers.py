@@ -70,8 +70,8 @@ def test_a_refusal_shows_markup_in_its_message_as_text(monkeypatch):
 
 def test_a_view_whose_analysis_left_the_cache_keeps_the_page_and_says_so():
     gone = {"model": BUNDLED, "prompt": "never analysed in this process"}
-    figure, tokens, overview, info, link, note = app.on_view(gone, 3, "Mean over heads", "gray", False)
-    assert [figure, tokens, overview, info, link] == [SKIP] * 5
+    *views, note = app.on_view(gone, 3, "Mean over heads", "gray", False, "raw")
+    assert views == [SKIP] * 6
     assert "left the shared cache; press Analyze to run it again" in note
 
 
@@ -80,6 +80,22 @@ def test_a_successful_view_leaves_the_note_alone(monkeypatch, gpt2):
     monkeypatch.setattr(app, "ENGINE", engine)
     prompt = "The quick brown fox jumps over the"
     engine.analyze(prompt, BUNDLED)
-    *views, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 1, "Mean over heads", "gray", False)
+    *views, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 1, "Mean over heads", "gray", False, "raw")
     assert note == SKIP  # it may be explaining a refused analysis while the last one is redrawn
     assert all(isinstance(v, str) and v for v in views)
+
+
+def test_a_measure_the_model_lacks_is_refused_in_the_note_and_the_views_stay(monkeypatch, gpt2):
+    engine = Engine(loader=lambda name, progress: gpt2, model_names=[BUNDLED])
+    monkeypatch.setattr(app, "ENGINE", engine)
+    prompt = "The quick brown fox jumps over the"
+    engine.analyze(prompt, BUNDLED)
+    *views, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 1, "Mean over heads", "gray", False, "value")
+    assert views == [SKIP] * 6  # GPT-2's fused qkv projection has no v_proj to weigh values by
+    assert "Value-weighted attention is not available" in note
+
+
+def test_checking_by_removing_tokens_before_any_analysis_is_refused_with_a_toast():
+    with pytest.warns(UserWarning) as toasts:
+        out = app.on_ablate(None, 3, "Mean over heads", "gray", False, "raw")
+    assert out == SKIP and [str(t.message) for t in toasts] == ["Analyze a prompt first."]
