@@ -128,8 +128,10 @@ def on_view(key: dict | None, layer, head, bos, show_all, measure):
     )
 
 
-def on_ablate(key: dict | None, layer, head, bos, show_all, measure, progress=gr.Progress()):
-    """Delete each token in turn (batched forward passes, cached); views stay usable meanwhile."""
+def on_ablate(key: dict | None, progress=gr.Progress()):
+    """Delete each token in turn (batched forward passes, cached). The views, redrawn after
+    it from the caches, show the bars for the controls as they are by then: moving them
+    meanwhile is never blocked and never lost."""
     if not key:
         gr.Warning("Analyze a prompt first.")
         return gr.skip()
@@ -138,14 +140,10 @@ def on_ablate(key: dict | None, layer, head, bos, show_all, measure, progress=gr
         progress((done, total), desc="Removing tokens one at a time", unit="tokens")
 
     try:
-        ablated = ENGINE.ablate(key["prompt"], key["model"], progress=step)
-        analysis = ENGINE.analyze(key["prompt"], key["model"])  # cached: the ablation just used it
-        view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all),
-                                         measure=measure))
+        ENGINE.ablate(key["prompt"], key["model"], progress=step)
     except AttnError as exc:
         gr.Warning(escape(str(exc)))
-        return gr.skip()
-    return ablation_html(ablated, analysis, view)
+    return gr.skip()
 
 
 def refuse(exc: AttnError, model: str, shown: dict | None) -> tuple:
@@ -342,8 +340,8 @@ def build() -> gr.Blocks:
             )
         gr.on([layer.change, head.change, bos.change, show_all.change, measure.change], on_view, view_inputs,
               view_outputs, **quiet)
-        ablate_btn.click(on_ablate, view_inputs, [ablation], api_visibility="private", concurrency_limit=1,
-                         show_progress_on=[ablation])
+        then_view(ablate_btn.click(on_ablate, [key], [ablation], api_visibility="private", concurrency_limit=1,
+                                   show_progress_on=[ablation]))
         model.change(model_status, [model], [status], **quiet)
         copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
 

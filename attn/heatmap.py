@@ -69,7 +69,9 @@ def heatmap_html(analysis: Analysis, view: View, *, grid: str | None = None) -> 
             f'width:{_grid_width(analysis.num_tokens)};height:{ROW_PX}px;box-sizing:border-box;'
             'border:2px solid #e8710a;pointer-events:none"></div>'
         )
-    fit = "width:max-content" if analysis.num_tokens <= CELL_LIMIT else ""  # cells scroll, the image fits
+    cells = analysis.num_tokens <= CELL_LIMIT
+    fit = "width:max-content" if cells else ""  # cells scroll, the image fits
+    grow = 0 if cells else 1  # the lens strip sits right after the cells
     strongest = np.argsort(-data[:, 1:].mean(axis=0), kind="stable")[:8] + 1
     top = ", ".join(f"{escape(repr(visible(analysis.tokens[i], 20)))} ({data[:, i].mean():.2f})" for i in strongest)
     bos_note = "" if view.bos == "exclude" else " The gray first column is &lt;BOS&gt; (gray scale of its own)."
@@ -90,7 +92,7 @@ def heatmap_html(analysis: Analysis, view: View, *, grid: str | None = None) -> 
     rows = (
         '<div style="display:flex;align-items:flex-start">'
         f'<div style="flex:0 0 auto">{"".join(labels)}</div>'
-        f'<div style="flex:1 1 auto;overflow-x:auto;min-width:0"><div style="position:relative;{fit}">'
+        f'<div style="flex:{grow} 1 auto;overflow-x:auto;min-width:0"><div style="position:relative;{fit}">'
         f"{marker}{grid}</div></div>"
         + ("" if rollout else lens)
         + "</div>"

@@ -97,5 +97,5 @@ def test_a_measure_the_model_lacks_is_refused_in_the_note_and_the_views_stay(mon
 
 def test_checking_by_removing_tokens_before_any_analysis_is_refused_with_a_toast():
     with pytest.warns(UserWarning) as toasts:
-        out = app.on_ablate(None, 3, "Mean over heads", "gray", False, "raw")
+        out = app.on_ablate(None)
     assert out == SKIP and [str(t.message) for t in toasts] == ["Analyze a prompt first."]

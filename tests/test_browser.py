@@ -337,6 +337,64 @@ def test_copy_link_reproduces_the_view(page, context, app):
     assert token_weights(other) == weights
 
 
+def measure_is(page: Page, label: str, info_text: str) -> None:
+    page.locator("#measure label", has_text=label).click()
+    expect(page.locator("#layer-info")).to_contain_text(info_text, timeout=T)
+
+
+def test_removing_tokens_checks_the_attention_and_measures_switch_without_the_model(page, app):
+    """The student's path: " thirsty" gets the attention; one button shows whether removing
+    it changes " water"; value-weighted attention shrinks the <BOS> sink; nothing re-runs."""
+    open_app(page, app)
+    page.click(PRESET["Thirsty"])
+    wait_rendered(page)
+    expect(page.locator("#ablation")).to_contain_text("Check by removing tokens")
+    before = app.stats()
+    weights = token_weights(page)
+    tokens = page.locator("#tokens .attn-tok").all_inner_texts()
+    assert tokens[max(range(1, len(weights)), key=weights.__getitem__)] == " thirsty"
+
+    page.click("#ablate")
+    wait_until(lambda: progress_shown(page, "#ablation") or None, "progress over the ablation")
+    set_layer(page, 3)  # views stay usable while the model runs the deletions
+    columns = page.locator("#ablation .attn-abl-col")
+    expect(columns).to_have_count(9, timeout=T)  # every token but <BOS>
+    wait_until(lambda: not progress_shown(page, "#ablation") or None, "the progress to end", timeout_s=10)
+    from gradio_client import Client
+
+    api = Client(app.url, verbose=False).predict(THIRSTY, MODEL, api_name="/ablate")  # cached by the click
+    shown = columns.evaluate_all("els => els.map(e => [Number(e.dataset.pos), Number(e.dataset.delta)])")
+    assert shown == [[r["index"], pytest.approx(r["delta"], abs=1e-6)] for r in api["ablation"]]
+    thirsty = next(r for r in api["ablation"] if r["token"] == " thirsty")
+    assert thirsty["p_next"] < api["p_next"] / 10  # removing it takes " water" away
+    expect(page.locator("#ablation .attn-agreement")).to_contain_text("Spearman's ρ")
+    expect(page.locator("#ablation .attn-agreement")).to_contain_text("attention weights at layer 3")
+
+    bos_raw = float(page.locator("#tokens .attn-bos").get_attribute("data-weight"))
+    measure_is(page, "Value-weighted", "value-weighted")
+    wait_until(lambda: float(page.locator("#tokens .attn-bos").get_attribute("data-weight")) < bos_raw or None,
+               "the <BOS> sink to shrink")
+    expect(page.locator("#ablation .attn-agreement")).to_contain_text("value-weighted attention at layer 3")
+    expect(page.locator("#overview .attn-measure-value")).to_be_visible()
+    expect(page.locator("#overview .attn-lens")).to_have_count(18)
+    measure_is(page, "Rollout", "Attention rollout")
+    expect(page.locator("#overview .attn-measure-rollout")).to_be_visible()
+
+    after = app.stats()
+    assert after["forward_calls"] == before["forward_calls"]  # the deletions are counted apart
+    assert after["ablation_calls"] == before["ablation_calls"] + 1
+    assert page.recorder.errors == []
+
+
+def test_a_deep_link_carries_the_measure(page, app):
+    open_app(page, app, {"prompt": THIRSTY, "model": MODEL, "layer": 5, "measure": "value"})
+    wait_rendered(page)
+    expect(page.locator("#measure input[value=value]")).to_be_checked()
+    expect(page.locator("#layer-info")).to_contain_text("value-weighted")
+    page.click("#copy-link")
+    expect(page.locator("#link textarea")).to_have_value(re.compile(r"measure=value"), timeout=T)
+
+
 @pytest.fixture
 def host_page_url(app):
     """A page on another origin (its own http.server) that embeds the app in an iframe."""
