@@ -32,6 +32,10 @@ interleaved with it where possible, and each figure is a median over repeats.
 5. Concurrency: 8 gradio_client clients (threads) on different prompts at once vs one
    client doing the same number of requests in a row (target: all answered, throughput
    >= sequential).
+6. Measures: token ablation of the artist passage (36 deletions, batched, uncached) vs
+   one bare forward, paired and alternating (target <= 8x); switching the measure
+   (raw -> value-weighted -> rollout -> raw) on the cached analysis, cold, vs the
+   in-process analysis (target <= 5% and < 100 ms).
 
 The model is loaded once here through the app's own engine (whose loader is
 attn.models.load), so the bare forward pass and the in-process analysis use the very
@@ -66,6 +70,7 @@ from bench.analysis import phase_analysis  # noqa: E402
 from bench.switching import phase_switching  # noqa: E402
 from bench.long import phase_long  # noqa: E402
 from bench.concurrency import phase_concurrency  # noqa: E402
+from bench.measures import phase_measures  # noqa: E402
 
 
 def _jsonable(x):
@@ -145,11 +150,12 @@ def main(argv=None) -> int:
 
     if args.quick:  # the long size doubles as the ~1000-token view test
         cfg = dict(launches=1, analysis_reps=3, switch_sizes=[37], switch_reps={37: 3},
-                   long_sizes=[1024], long_size=1024, long_reps=1, long_view_reps=1, conc_rounds=1)
+                   long_sizes=[1024], long_size=1024, long_reps=1, long_view_reps=1, conc_rounds=1,
+                   measure_reps=3)
     else:
         cfg = dict(launches=3, analysis_reps=7, switch_sizes=[37, 1000], switch_reps={37: 4, 1000: 2},
                    long_sizes=[37, 512, 2048], long_size=2048, long_reps=1,
-                   long_view_reps=1, conc_rounds=2)
+                   long_view_reps=1, conc_rounds=2, measure_reps=5)
     t_begin = now()
     meta = {
         "command": "python bench/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -201,6 +207,11 @@ def main(argv=None) -> int:
                 phase_switching(rep, ctx, cfg["switch_sizes"], cfg["switch_reps"])
             except Exception as exc:
                 rep.error("3 switching", exc)
+            phase_mark("6 measures")
+            try:
+                phase_measures(rep, ctx, cfg["measure_reps"])
+            except Exception as exc:
+                rep.error("6 measures", exc)
         phase_mark("4 long prompts")
         try:
             phase_long(rep, ctx, cfg["long_sizes"], cfg["long_size"], cfg["long_reps"], cfg["long_view_reps"])

@@ -62,12 +62,12 @@ def reset_figures(app_mod) -> None:
     figs.cache = ByteLRU(figs.cache.max_bytes, size_of=len)
 
 
-def timed_render(app_mod, analysis, layer, head, bos) -> float:
+def timed_render(app_mod, analysis, layer, head, bos, measure: str = "raw") -> float:
     key = {"model": analysis.model, "prompt": analysis.prompt}
     t = now()
-    out = app_mod.on_view(key, layer, head, bos, False)
+    out = app_mod.on_view(key, layer, head, bos, False, measure)
     dt = now() - t
-    assert isinstance(out, tuple) and len(out) == 6 and "<img" in out[0], "on_view gave no figure"
+    assert isinstance(out, tuple) and len(out) == 7 and "<img" in out[0], "on_view gave no figure"
     return dt
 
 
