@@ -8,6 +8,7 @@ recomputation from the model's own modules and its own hidden states and attenti
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -18,6 +19,8 @@ from attn.analysis import SCHEMA
 from attn.errors import IntegrityError
 from attn.inference import analyze
 from attn.measures import rollout
+from attn.models import LoadedModel
+from attn.view import View, row
 
 THIRSTY = "Jide was thirsty so she went looking for"
 TOL = 1e-4
@@ -162,3 +165,30 @@ def test_schema_2_keeps_every_version_1_field_and_adds_the_measures(gemma3_26):
 def test_analysis_size_counts_the_measures(gemma3_26):
     result = analyze(gemma3_26, THIRSTY)
     assert result.nbytes > result.full.nbytes + result.last_row.nbytes + result.value_norms.nbytes
+
+
+# The README's bfloat16 tolerances (the dtype the GPU runs), measured on the presets with
+# the bundled model cast to bfloat16 on the CPU: attention 0.023, value shares 0.019,
+# rollout 0.0003, logit-lens p_next 0.016 at most. These bounds leave room above that.
+BF16_TOL = {"attention": 0.03, "value shares": 0.03, "rollout": 1e-3, "logit lens p_next": 0.03}
+
+
+def test_bfloat16_measures_stay_within_the_readme_tolerance_of_float32(bundled_f32):
+    half = LoadedModel.wrap(bundled_f32.name, copy.deepcopy(bundled_f32.model).to(torch.bfloat16),
+                            bundled_f32.tokenizer)
+    a, b = analyze(bundled_f32, THIRSTY), analyze(half, THIRSTY)
+    assert b.dtype == "bfloat16" and b.next_token == a.next_token
+
+    def shares(x):
+        return np.stack([row(x, View(layer, head, measure="value")) for layer in range(x.num_layers)
+                         for head in range(x.num_heads)])
+
+    diffs = {
+        "attention": np.abs(a.last_row - b.last_row).max(),
+        "value shares": np.abs(shares(a) - shares(b)).max(),
+        "rollout": np.abs(a.rollout - b.rollout).max(),
+        "logit lens p_next": max(abs(x.p_next - y.p_next) for x, y in zip(a.logit_lens, b.logit_lens)),
+    }
+    for name, diff in diffs.items():
+        assert diff <= BF16_TOL[name], f"{name}: {diff:.4g} > {BF16_TOL[name]}"
+    assert b.logit_lens[-1].id == b.next_token_id  # the last layer is still the prediction
