@@ -120,6 +120,8 @@ def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan
     # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
     width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, MAX_FIGURE_IN))
     pitch = (0.99 * width - 0.95) * 72 / (xs[-1] + 1.4)  # points per column: the box spans xlim
+    if fit and pitch < MIN_PITCH_PT:
+        return None  # decided before reading a label: a 2048-token prompt costs nothing here
     n = len(cols)
     label_chars = MAX_LABEL_CHARS if n <= 16 else 9
     last = analysis.num_tokens - 1
@@ -131,8 +133,6 @@ def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan
 
     if not fit:
         return plan(12 if n <= 16 else 10 if n <= 24 else 9, 1)
-    if pitch < MIN_PITCH_PT:
-        return None  # decided before measuring a label: a 2048-token prompt costs nothing here
     x = np.asarray(xs) * pitch
     em_in = np.array([_em_width(t, "normal", "italic" if c == 0 else "normal") for t, c in zip(inputs, cols)])
     em_out = np.array([_em_width(t, "bold" if c == last else "normal", "normal") + (0.4 if c == last else 0.0)
