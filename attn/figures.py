@@ -1,11 +1,12 @@
 """The lab's line diagram, in matplotlib.
 
 The line diagram keeps the lab's look (Output row over Input row, one blue line per
-weight, width proportional to weight, BOS lines gray) but scales: beyond `max_columns`
-tokens it shows the most-attended ones in prompt order, marks hidden runs with "⋯",
-and says how many are hidden. Figures are built on `Figure` directly (no pyplot global
-state), so concurrent requests never share a canvas; saving takes a lock, because the
-settings it needs (rcParams, warning filters) are process-wide.
+weight, width proportional to weight, BOS lines gray) and draws every token whenever its
+labels fit legibly (see `line_diagram`); beyond that it shows the most-attended ones in
+prompt order, marks hidden runs with "⋯", and says how many are hidden. Figures are built
+on `Figure` directly (no pyplot global state), so concurrent requests never share a
+canvas; saving takes a lock, because the settings it needs (rcParams, warning filters)
+are process-wide.
 
 `line_svg` draws a view as SVG and says how wide it is; `line_diagram_html` puts that on
 the page as an <img>.
@@ -26,9 +27,10 @@ import matplotlib
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_svg import RendererSVG
-from matplotlib.colors import to_rgb, to_rgba
+from matplotlib.colors import to_hex, to_rgb, to_rgba
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
+from matplotlib.font_manager import FontProperties, findfont, get_font
+from matplotlib.ft2font import LoadFlags
 from matplotlib.patches import BoxStyle
 from matplotlib.path import Path
 from matplotlib.text import Text
@@ -42,6 +44,14 @@ from .view import View, check_view, matrix, row
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 MIN_WIDTH, MAX_WIDTH = 0.0, 5.0  # the lab's line thickness range
+
+# What "legible" means for the diagram (see line_diagram and line_diagram_html).
+MAX_FIGURE_IN = 16.0  # the widest figure: 1536 CSS px at its natural size
+REDUCED_COLUMNS = 24  # columns kept when the labels of every token cannot fit
+MIN_PITCH_PT = 12.0  # columns closer than this blur their lines together, whatever the labels
+LABEL_GAP_EM = 0.25  # clear space between two labels in a row, in ems of their font
+ROW_STEP_EM = 1.3  # the second row of staggered labels sits this far from the first
+LEGIBLE_PT = 7.2  # the smallest a label may be shown on the page: 12 pt labels at 60%
 
 
 def _columns(weights: np.ndarray, max_columns: int) -> list[int]:
@@ -86,8 +96,73 @@ class Label:
     on_figure: bool = False
 
 
-def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Figure:
-    """The lab's figure for one layer and head mode."""
+@dataclass(frozen=True)
+class Plan:
+    """Which columns a diagram draws and how its labels sit: positions in data units (one
+    unit per column), the figure's width, the labels' font size and rows (1, or 2 staggered)."""
+
+    cols: list[int]
+    xs: list[float]
+    gaps: list[tuple[float, int]]
+    width: float  # inches
+    fontsize: float
+    label_chars: int
+    rows: int
+    inputs: list[str]
+    outputs: list[str]
+
+
+def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan | None:
+    """Lay out these columns. With `fit`, choose font size and rows so that no two labels
+    touch, or return None when no legible choice exists; without (the reduced figure), one
+    row at a size set by the column count, drawn whatever the labels."""
+    xs, gaps = _layout(cols)
+    # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
+    width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, MAX_FIGURE_IN))
+    pitch = (0.99 * width - 0.95) * 72 / (xs[-1] + 1.4)  # points per column: the box spans xlim
+    if fit and pitch < MIN_PITCH_PT:
+        return None  # decided before reading a label: a 2048-token prompt costs nothing here
+    n = len(cols)
+    label_chars = MAX_LABEL_CHARS if n <= 16 else 9
+    last = analysis.num_tokens - 1
+    inputs = [visible(analysis.tokens[c], label_chars) for c in cols]
+    outputs = [visible(analysis.next_token if c == last else analysis.tokens[c + 1], label_chars) for c in cols]
+
+    def plan(fontsize, rows):
+        return Plan(cols, xs, gaps, width, fontsize, label_chars, rows, inputs, outputs)
+
+    if not fit:
+        return plan(12 if n <= 16 else 10 if n <= 24 else 9, 1)
+    x = np.asarray(xs) * pitch
+    em_in = np.array([_em_width(t, "normal", "italic" if c == 0 else "normal") for t, c in zip(inputs, cols)])
+    em_out = np.array([_em_width(t, "bold" if c == last else "normal", "normal") + (0.4 if c == last else 0.0)
+                       for t, c in zip(outputs, cols)])  # the prediction's box pads 0.2 em a side
+    candidates = [(12, 1), (12, 2)] if n <= 16 else [(10, 1), (9, 1), (10, 2), (9, 2)]
+    for fontsize, rows in candidates:
+        if all(_clear(x, fontsize * em, rows, fontsize * LABEL_GAP_EM) for em in (em_in, em_out)):
+            return plan(fontsize, rows)
+    return plan(*candidates[-1]) if n <= REDUCED_COLUMNS else None  # short prompts are never cut
+
+
+def _clear(x: np.ndarray, widths: np.ndarray, rows: int, gap: float) -> bool:
+    """Every label (centred at x, points) clears the next one in its row by `gap`; with
+    two rows, columns alternate between them."""
+    if len(x) <= rows:
+        return True
+    return bool(np.all(x[rows:] - x[:-rows] >= (widths[rows:] + widths[:-rows]) / 2 + gap))
+
+
+def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = None) -> Figure:
+    """The lab's figure for one layer and head mode.
+
+    Every token gets a column when its labels are legible on the page: drawn at 9 pt or
+    more (12 pt up to 16 tokens, else 10 pt, else 9 pt), in a figure at most 16 in wide
+    (1536 CSS px), with each label clear of its neighbours by a quarter em, in one row or
+    in two staggered rows; the page never shows a label below 7.2 pt (`line_diagram_html`).
+    The artist passage (37 tokens) fits in two rows at 10 pt; columns closer than 12 pt
+    (more than 88 tokens) never fit. Otherwise the figure keeps 24 columns: <BOS>, the
+    last token and the most attended (`max_columns` forces that reduction at any count).
+    """
     view = check_view(analysis, view)
     weights = row(analysis, view)
     n = analysis.num_tokens
@@ -97,8 +172,11 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
         notes.append("All-pairs mode draws raw attention only; showing the predicting position's row."
                      if view.measure != "raw" else
                      "All-pairs mode is drawn for prompts up to 128 tokens; showing the last row.")
-    cols = _columns(weights, max_columns)
-    xs, gaps = _layout(cols)
+    title = diagram_title(analysis, view)
+    plan = _plan(analysis, list(range(n)), title, fit=True) if max_columns is None else None
+    if plan is None:
+        plan = _plan(analysis, _columns(weights, max_columns or REDUCED_COLUMNS), title, fit=False)
+    cols, xs, gaps = plan.cols, plan.xs, plan.gaps
     if len(cols) < n:
         share = float(weights[cols].sum() / max(weights.sum(), 1e-12))
         notes.append(
@@ -106,14 +184,14 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
             f"({share:.0%} of this row's weight). ⋯ marks hidden tokens."
         )
 
-    title = diagram_title(analysis, view)
-    # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
-    width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, 16.0))
+    width = plan.width
     fig = Figure(figsize=(width, 3.6 + 0.25 * len(notes)), dpi=100)
     left = 0.95 / width  # room for the row titles, whatever the width
     bottom = 0.12 + 0.05 * len(notes)
-    fontsize = 12 if len(cols) <= 16 else 10 if len(cols) <= 24 else 9
-    label_chars = MAX_LABEL_CHARS if len(cols) <= 16 else 9
+    fontsize = plan.fontsize
+    # The second row of staggered labels, one line further out (data units: the box is
+    # 66% of the figure's height and spans 1.5 units).
+    step = ROW_STEP_EM * fontsize / 72 * 1.5 / (0.66 * fig.get_figheight())
 
     last = n - 1
     segments, widths, colors = [], [], []
@@ -132,15 +210,15 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
         colors.append(GRAY if j == 0 else BLUE)
 
     labels = []
-    for c, x in zip(cols, xs):
-        out = analysis.next_token if c == last else analysis.tokens[c + 1]
+    for k, (c, x) in enumerate(zip(cols, xs)):
         is_pred, bos = c == last, c == 0
+        shift = step * ((len(cols) - 1 - k) % plan.rows)  # the prediction's column stays on the inner row
         labels.append(Label(
-            x, 1.07, visible(out, label_chars), fontsize, va="bottom",
+            x, 1.07 + shift, plan.outputs[k], fontsize, va="bottom",
             color=PREDICTED if is_pred else "black", weight="bold" if is_pred else "normal", boxed=is_pred,
         ))
         labels.append(Label(
-            x, -0.07, visible(analysis.tokens[c], label_chars), fontsize, va="top",
+            x, -0.07 - shift, plan.inputs[k], fontsize, va="top",
             color="#777777" if bos else "black", style="italic" if bos else "normal",
         ))
     for x, hidden in gaps:
@@ -156,9 +234,14 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int = 24) -> Fi
 
     fig.add_artist(Diagram(
         box=(left, bottom, 0.99 - left, 0.66), xlim=(-0.7, xs[-1] + 0.7), ylim=(-0.25, 1.25),
-        segments=segments, widths=widths, colors=colors, labels=labels,
+        segments=segments, widths=widths, colors=colors, labels=labels, label_pt=fontsize,
     ))
     return fig
+
+
+def label_size(fig: Figure) -> float:
+    """The font size (pt) of a line diagram's token labels."""
+    return next(a.label_pt for a in fig.artists if isinstance(a, Diagram))
 
 
 def diagram_title(analysis: Analysis, view: View) -> str:
@@ -178,16 +261,21 @@ class Diagram(Artist):
     SVG backend writes each label as a centred <text> (XML-escaped, never mathtext).
     """
 
-    def __init__(self, *, box, xlim, ylim, segments, widths, colors, labels):
+    def __init__(self, *, box, xlim, ylim, segments, widths, colors, labels, label_pt=12.0):
         super().__init__()
         self.box, self.xlim, self.ylim = box, xlim, ylim
         self.segments, self.widths, self.colors = segments, widths, colors
         self.labels = labels
+        self.label_pt = label_pt  # the token labels' size, for the page's legibility floor
 
     def draw(self, renderer):
         to_display = self.figure.transFigure.transform
         gc = renderer.new_gc()
-        if self.segments:
+        svg = _as_svg(renderer)
+        if self.segments and svg is not None:
+            ends = to_display(self._to_figure(np.asarray(self.segments, dtype=float).reshape(-1, 2)))
+            _svg_lines(svg, ends.reshape(-1, 2, 2), self.widths, self.colors)
+        elif self.segments:
             ends = to_display(self._to_figure(np.asarray(self.segments, dtype=float).reshape(-1, 2)))
             gc.set_alpha(0.7)
             for (a, b), width, color in zip(ends.reshape(-1, 2, 2), self.widths, self.colors):
@@ -201,7 +289,7 @@ class Diagram(Artist):
         points[in_data] = self._to_figure(points[in_data])
         points = to_display(points)
         anchor = Text(transform=IdentityTransform())  # where the SVG backend centres the text
-        svg_anchors = isinstance(renderer, RendererSVG) and matplotlib.rcParams["svg.fonttype"] == "none"
+        svg_anchors = svg is not None and matplotlib.rcParams["svg.fonttype"] == "none"
         flip = renderer.get_canvas_width_height()[1] if renderer.flipy() else None
         for label, (x, y) in zip(labels, points):
             prop = _font(label.size, label.weight, label.style)
@@ -227,6 +315,33 @@ class Diagram(Artist):
         figure fractions."""
         (x0, x1), (y0, y1), (bl, bb, bw, bh) = self.xlim, self.ylim, self.box
         return np.column_stack((bl + (xy[:, 0] - x0) / (x1 - x0) * bw, bb + (xy[:, 1] - y0) / (y1 - y0) * bh))
+
+
+def _as_svg(renderer) -> RendererSVG | None:
+    """The SVG renderer, also from under the wrapper savefig puts around it."""
+    inner = getattr(renderer, "_renderer", renderer)  # MixedModeRenderer's vector renderer
+    return inner if isinstance(inner, RendererSVG) else None
+
+
+def _svg_lines(renderer: RendererSVG, ends: np.ndarray, widths, colors) -> None:
+    """The lines as matplotlib's SVG writer writes them (the same <path>, d and style), for a
+    quarter of the cost: its draw_path (clipping, graphics context, CSS) costs tens of
+    microseconds a line, and all-pairs mode draws hundreds (703 for the artist passage)."""
+    flip = renderer.height  # SVG's y grows downwards
+    element = renderer.writer.element
+    for (a, b), width, color in zip(ends, widths, colors):
+        element("path", d=f"M {_num(a[0])} {_num(flip - a[1])} \nL {_num(b[0])} {_num(flip - b[1])} \n",
+                style=f"fill: none; opacity: 0.7; stroke: {_hex(color)}; stroke-width: {_num(width)}")
+
+
+def _num(x: float) -> str:
+    """A number as matplotlib's SVG writer prints it: six decimals, trailing zeros cut."""
+    return f"{x:f}".rstrip("0").rstrip(".")
+
+
+@lru_cache(maxsize=64)
+def _hex(color: str) -> str:
+    return to_hex(color)
 
 
 @lru_cache(maxsize=64)
@@ -277,13 +392,49 @@ def _vertical_metrics(renderer, prop: FontProperties) -> tuple[float, float]:
     return h - d, d
 
 
+# Label widths for the layout, before any renderer exists: each character's advance in
+# ems, read once from the font (FT2Font.set_text costs ~1 ms a call here, a cached
+# advance nothing). Kerning is left out; a character the font lacks counts 1 em, about
+# what a browser's fallback font (CJK, emoji) gives it.
+_ADVANCES: dict[tuple[str, str, str], float] = {}
+_ADVANCES_MAX = 50_000
+
+
+def _em_width(text: str, weight: str, style: str) -> float:
+    """The width of a label in ems of its font (DejaVu Sans, as drawn and as the SVG asks)."""
+    total = 0.0
+    for ch in text:
+        key = (ch, weight, style)
+        advance = _ADVANCES.get(key)
+        if advance is None:
+            if len(_ADVANCES) >= _ADVANCES_MAX:
+                _ADVANCES.clear()
+            advance = _ADVANCES[key] = _advance(ch, weight, style)
+        total += advance
+    return total
+
+
+def _advance(ch: str, weight: str, style: str) -> float:
+    font = get_font(findfont(_font(72.0, weight, style)))  # one per thread: safe to use here
+    if ord(ch) not in _charmap(font.fname):
+        return 1.0
+    font.set_size(72.0, 72)  # 1 em = 72 px
+    return font.load_char(ord(ch), flags=LoadFlags.NO_HINTING).linearHoriAdvance / 65536 / 72
+
+
+@lru_cache(maxsize=8)
+def _charmap(fname) -> frozenset[int]:
+    return frozenset(get_font(fname).get_charmap())
+
+
 _SAVING = threading.Lock()  # savefig below changes process-wide settings
 
 
-def to_svg(fig: Figure) -> bytes:
+def to_svg(fig: Figure, metadata: dict | None = None) -> bytes:
     """SVG with real <text> (not glyph paths): about 14x faster than PNG here, crisp at any
     zoom, and the browser's fonts cover emoji and CJK that matplotlib's fonts lack.
-    Text is XML-escaped by matplotlib's SVG writer."""
+    Text is XML-escaped by matplotlib's SVG writer. `metadata` as savefig takes it
+    (Title, Date: None for a file that does not change with the clock)."""
     buf = io.BytesIO()
     # rc_context and catch_warnings change process-wide settings: two threads drawing at once
     # (a request and the prefetcher) could restore them under each other, and text came out
@@ -291,28 +442,30 @@ def to_svg(fig: Figure) -> bytes:
     with _SAVING, matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "attn"}):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            fig.savefig(buf, format="svg")
+            fig.savefig(buf, format="svg", metadata=metadata)
     return buf.getvalue()
 
 
-def to_png(fig: Figure, dpi: int = 100) -> bytes:
-    """Raster export (README pictures, downloads); missing glyphs are not errors."""
+def to_png(fig: Figure, dpi: int = 100, metadata: dict | None = None) -> bytes:
+    """Raster export (README pictures, downloads): `dpi` is recorded in the file, missing
+    glyphs are not errors (they are drawn as boxes: matplotlib's fonts lack emoji and CJK)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     with _SAVING, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fig.savefig(buf, format="png", dpi=dpi)
+        fig.savefig(buf, format="png", dpi=dpi, metadata=metadata)
     return buf.getvalue()
 
 
 @dataclass(frozen=True)
 class Svg:
-    """A drawing as SVG, and its natural width in CSS pixels."""
+    """A drawing as SVG, its natural width in CSS pixels and its labels' font size."""
 
     data: bytes
     width_px: float
+    label_pt: float = 12.0
 
     def __len__(self) -> int:  # bytes held, for a cache's byte bound
         return len(self.data)
@@ -321,20 +474,24 @@ class Svg:
 def line_svg(analysis: Analysis, view: View) -> Svg:
     """The line diagram for one view, as SVG."""
     fig = line_diagram(analysis, view)
-    return Svg(to_svg(fig), fig.get_figwidth() * 72 * 4 / 3)  # inches -> pt (the SVG's unit) -> CSS px
+    # inches -> pt (the SVG's unit) -> CSS px
+    return Svg(to_svg(fig), fig.get_figwidth() * 72 * 4 / 3, label_size(fig))
 
 
 def line_diagram_html(svg: Svg, view: View) -> str:
     """The figure as an <img>: an SVG image can run no script, whatever its labels say.
 
-    It shrinks with the page, but not below 60% of its size: in a narrow frame the
-    labels stay legible and the figure scrolls sideways instead."""
+    It shrinks with the page, but never so far that a label is shown below 7.2 pt
+    (`LEGIBLE_PT`, 9.6 CSS px): 12 pt labels allow 60% of the natural size, 10 pt 72%,
+    9 pt 80% (1229 px for the widest figure, 16 in = 1536 px; Gradio's page is 1248 px
+    wide in a 1280-1535 px window). In a narrower frame the figure scrolls sideways."""
     alt = (f"Line diagram: {measure_label(view.measure)}" if view.measure == "rollout" else
            f"Line diagram: {measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")
     b64 = base64.b64encode(svg.data).decode("ascii")
     natural = svg.width_px
+    smallest = natural * max(0.6, LEGIBLE_PT / svg.label_pt)
     return (
         f'<div class="attn-figure" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
         f'src="data:image/svg+xml;base64,{b64}" '
-        f'style="width:100%;max-width:{natural:.0f}px;min-width:{0.6 * natural:.0f}px;height:auto"></div>'
+        f'style="width:100%;max-width:{natural:.0f}px;min-width:{smallest:.0f}px;height:auto"></div>'
     )
