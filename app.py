@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from html import escape
 from pathlib import Path
@@ -16,8 +18,9 @@ from pathlib import Path
 import gradio as gr
 import spaces
 
-from attn import BUNDLED, REGISTRY, AttnError, Engine
+from attn import BUNDLED, REGISTRY, AttnError, Engine, PromptError
 from attn.ablation_view import ablation_html
+from attn.export import write_all
 from attn.figures import line_diagram_html
 from attn.highlight import token_html
 from attn.link import read_link, share_query
@@ -51,6 +54,8 @@ if ON_ZEROGPU:
         except AttnError as exc:
             log.error("%s", exc)
 
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "attn-export"
+EXPORT_KEEP_SECONDS = 600  # Gradio copies a download into its own cache when it is returned
 BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
 MEASURE_CHOICES = [("Attention weights", "raw"), ("Value-weighted", "value"), ("Rollout", "rollout")]
 ABLATION_HINT = ('<div class="attn-hint">Does the attention explain the prediction? <b>Check by removing '
@@ -107,13 +112,8 @@ def on_view(key: dict | None, layer, head, bos, show_all, measure):
         return (gr.skip(),) * 7
     # Views never run the model: they are served outside the queue, from the cache only
     # (so no toast: gr.Warning reaches the page only from queued events).
-    analysis = ENGINE.cached(key["prompt"], key["model"])
-    if analysis is None:
-        return (gr.skip(),) * 6 + (note_html(
-            "This prompt's analysis has left the shared cache; press Analyze to run it again."),)
     try:
-        view = check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all),
-                                         measure=measure))
+        analysis, view = shown_view(key, layer, head, bos, show_all, measure)
     except AttnError as exc:
         return (gr.skip(),) * 6 + (note_html(str(exc)),)
     ablated = ENGINE.cached_ablation(analysis.prompt, analysis.model)
@@ -126,6 +126,32 @@ def on_view(key: dict | None, layer, head, bos, show_all, measure):
         share_query(analysis.prompt, analysis.model, view),
         gr.skip(),
     )
+
+
+def shown_view(key: dict, layer, head, bos, show_all, measure):
+    """The cached analysis and the checked view the controls ask for. Raises AttnError."""
+    analysis = ENGINE.cached(key["prompt"], key["model"])
+    if analysis is None:
+        raise PromptError("This prompt's analysis has left the shared cache; press Analyze to run it again.")
+    view = View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all), measure=measure)
+    return analysis, check_view(analysis, view)
+
+
+def on_export(key: dict | None, layer, head, bos, show_all, measure):
+    """The view on screen as files: diagram (PNG at 300 dpi, SVG), weights (CSV), analysis (JSON)."""
+    if not key:
+        gr.Warning("Analyze a prompt first.")
+        return gr.skip()
+    try:
+        analysis, view = shown_view(key, layer, head, bos, show_all, measure)
+    except AttnError as exc:
+        gr.Warning(escape(str(exc)))
+        return gr.skip()
+    EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
+    for old in EXPORT_ROOT.iterdir():  # bounded disk on a public Space
+        if time.time() - old.stat().st_mtime > EXPORT_KEEP_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+    return [str(p) for p in write_all(analysis, view, tempfile.mkdtemp(dir=EXPORT_ROOT))]
 
 
 def on_ablate(key: dict | None, progress=gr.Progress()):
@@ -263,7 +289,8 @@ COPY_JS = """
 
 def build() -> gr.Blocks:
     default_spec = REGISTRY[DEFAULT_MODEL]
-    with gr.Blocks(title="Attention explorer") as demo:
+    # Downloads are copied into Gradio's cache: every 30 min, drop those older than an hour.
+    with gr.Blocks(title="Attention explorer", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# What does the model look at?\n"
             "Type a prompt (or pick a preset). The model predicts the **next token**; the views show, "
@@ -314,6 +341,10 @@ def build() -> gr.Blocks:
             link_query = gr.Textbox(visible=False)
             copy_btn = gr.Button("Copy link to this view", size="sm", elem_id="copy-link", scale=1)
             link = gr.Textbox(label="Link", interactive=False, elem_id="link", scale=4, buttons=["copy"])
+        with gr.Row():
+            export_btn = gr.Button("Download this view (PNG, SVG, CSV, JSON)", size="sm", elem_id="export", scale=1)
+            exported = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files",
+                               scale=4)
         autorun = gr.State(False)
 
         view_inputs = [key, layer, head, bos, show_all, measure]
@@ -343,6 +374,8 @@ def build() -> gr.Blocks:
         then_view(ablate_btn.click(on_ablate, [key], [ablation], api_visibility="private", concurrency_limit=1,
                                    show_progress_on=[ablation]))
         model.change(model_status, [model], [status], **quiet)
+        export_btn.click(on_export, view_inputs, [exported], api_visibility="private", concurrency_limit=2,
+                         show_progress_on=[exported])
         copy_btn.click(None, [link_query], [link], js=COPY_JS, api_visibility="private")
 
         # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.

@@ -566,3 +566,34 @@ def test_a_fresh_page_is_usable_while_the_model_loads(browser, loading_app):
         assert loading_app.stats()["models"][MODEL] == "loading"  # all of the above came first
     finally:
         context.close()
+
+
+def test_download_this_view_gives_the_four_files(page, app, tmp_path):
+    open_app(page, app)
+    page.click(PRESET["Thirsty"])
+    wait_rendered(page)
+    measure_is(page, "Value-weighted", "value-weighted")
+    page.click("#export")
+    links = page.locator("#export-files a[download]")
+    expect(links).to_have_count(4, timeout=T)
+    stem = "jide-was-thirsty-so-she__gemma-3-270m__layer12__mean__value"
+    saved = {}
+    for i in range(4):
+        with page.expect_download() as info:
+            links.nth(i).click()
+        download = info.value
+        saved[download.suggested_filename] = download.path().read_bytes()
+    assert set(saved) == {f"{stem}.png", f"{stem}.svg", f"{stem}.csv", "jide-was-thirsty-so-she__gemma-3-270m.json"}
+    from io import BytesIO
+
+    from PIL import Image
+
+    assert Image.open(BytesIO(saved[f"{stem}.png"])).size[0] > 2000  # print resolution
+    assert b"Value-weighted attention for Layer 12" in saved[f"{stem}.svg"]
+    rows = [r for r in saved[f"{stem}.csv"].decode().splitlines() if r and not r.startswith("#")]
+    weights = [float(r.rsplit(",", 1)[1]) for r in rows[1:]]
+    from gradio_client import Client
+
+    view = Client(app.url, verbose=False).predict(THIRSTY, MODEL, 12, "mean", "gray", "value", api_name="/view")
+    assert weights == pytest.approx(view["weights"], abs=2e-6)
+    assert json.loads(saved["jide-was-thirsty-so-she__gemma-3-270m.json"])["schema"] == "attn-analysis/2"
