@@ -278,3 +278,21 @@ def test_a_bad_prompt_is_refused_before_any_model_call(engine):
     with pytest.raises(PromptError, match="limit"):
         engine.generate("word " * 5000, "tiny", 4)
     assert engine.generate_calls == 0
+
+
+# ---- the command line ------------------------------------------------------------------
+
+
+def test_the_cli_prints_the_continuation_and_what_each_step_attended_to(bundled_f32, monkeypatch, capsys):
+    import attn.cli
+
+    monkeypatch.setattr(attn.cli, "Engine", lambda model_names: Engine(
+        loader=lambda name, progress: bundled_f32, model_names=model_names))
+    assert attn.cli.main([THIRSTY, "--generate", "3", "--layer", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "continuation (3 tokens, greedy): ' water. She'" in out
+    lines = out.splitlines()
+    steps = lines[next(i for i, line in enumerate(lines) if line.startswith("each step at layer 12")) + 1:]
+    assert [line.split()[0] for line in steps] == ["0", "1", "2"]
+    for line, token in zip(steps, [" water", ".", " She"]):
+        assert repr(token) in line and line.count(" 0.") >= 3  # its probability, then the top attended
