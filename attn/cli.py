@@ -1,4 +1,5 @@
-"""Command line: `python -m attn "PROMPT" [--model NAME] [--layer N] [--head mean|max|N] [--ablate] [--json FILE|-]`."""
+"""Command line: `python -m attn "PROMPT" [--model NAME] [--layer N] [--head mean|max|N] [--ablate]
+[--generate N [--temperature T] [--seed S]] [--json FILE|-]`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="how many most-attended tokens to list")
     p.add_argument("--ablate", action="store_true",
                    help="also delete each prompt token in turn and report how the next token's probability moves")
+    p.add_argument("--generate", type=int, metavar="N",
+                   help="also continue the prompt for N tokens (1-32) and list what each step attended to")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="with --generate: 0 (default) is greedy; above 0 samples, up to 2")
+    p.add_argument("--seed", type=int, default=0, help="with --generate and a temperature: the sampler's seed")
     p.add_argument("--json", metavar="FILE", help="write the analysis as JSON to FILE, or - for stdout")
     return p
 
@@ -43,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         layer = analysis_layer(engine, args)
         view = check_view(analysis, View(layer=layer, head=args.head, bos=args.bos))
         ablated = engine.ablate(args.prompt, args.model, progress=_progress) if args.ablate else None
+        generated = None
+        if args.generate is not None:
+            generated = engine.generate(args.prompt, args.model, args.generate, args.temperature, args.seed)
     except AttnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -51,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         if ablated is not None:
             data["ablation"] = ablated.table()
             data["ablation_exhaustive"] = ablated.exhaustive
+        if generated is not None:
+            data["generation"] = generated.to_json()
         text = json.dumps(data, ensure_ascii=False)
         if args.json == "-":
             print(text)
@@ -69,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {w:6.3f}  #{pos:<4} {visible(analysis.tokens[pos], 40)!r}", file=out)
     if ablated is not None:
         print_ablation(ablated, out)
+    if generated is not None:
+        print_generation(generated, view, args.top, out)
     return 0
 
 
@@ -80,6 +93,20 @@ def print_ablation(ablated, out) -> None:
     print("   index  p_next    delta  token", file=out)
     for d in ablated.deletions:
         print(f"  #{d.index:<5} {d.p_next:.4f}  {d.delta:+.4f}  {visible(d.token, 40)!r}", file=out)
+
+
+def print_generation(generated, view: View, top: int, out) -> None:
+    how = "greedy" if generated.seed is None else (
+        f"sampled at temperature {generated.temperature:g}, seed {generated.seed}")
+    stop = ", stopped at end of sequence" if generated.stopped_at_eos else ""
+    print(f"continuation ({generated.num_steps} tokens, {how}{stop}): {generated.text!r}", file=out)
+    print(f"each step at layer {view.layer}, {head_label(view.head)}: the token, its probability, the most attended",
+          file=out)
+    for k in range(generated.num_steps):
+        step = generated.step_analysis(k)
+        weights = row(step, view)
+        attended = ", ".join(f"{visible(step.tokens[pos], 20)!r} {w:.2f}" for pos, w in strongest(weights, min(top, 3)))
+        print(f"  {k:>2} {visible(step.next_token, 16)!r:<18} {generated.probs[k]:.3f}  {attended}", file=out)
 
 
 def _progress(done: int, total: int) -> None:

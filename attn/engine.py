@@ -12,11 +12,13 @@ import os
 import threading
 from typing import Callable
 
-from . import ablation, inference, models
+from . import ablation, compare, generation, inference, models
 from .ablation import Ablation
 from .analysis import Analysis
 from .cache import ByteLRU, CacheStats
-from .errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, echo
+from .compare import Comparison
+from .errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, UnknownModelError, echo
+from .generation import Generation
 from .models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,11 @@ class Engine:
         accelerator: Accelerator | None = None,
     ):
         self.max_tokens = max_tokens
-        # Analyses under (model, prompt), ablations under ("ablation", model, prompt).
-        self.cache: ByteLRU[Analysis | Ablation] = ByteLRU(cache_bytes, size_of=lambda a: a.nbytes)
+        # Analyses under (model, prompt), ablations under ("ablation", model, prompt),
+        # generations under ("generation", model, prompt, n, temperature, seed), comparisons
+        # under ("compare", model, prompt_a, prompt_b).
+        self.cache: ByteLRU[Analysis | Ablation | Generation | Comparison] = ByteLRU(
+            cache_bytes, size_of=lambda a: a.nbytes)
         self.model_names = list(model_names or models.REGISTRY)
         self._loader = loader
         self._models: dict[str, LoadedModel] = {}
@@ -49,12 +54,16 @@ class Engine:
         self._run_locks = {name: threading.Lock() for name in self.model_names}
         self.forward_calls = 0
         self.ablation_calls = 0  # ablations computed (each is several batched forward passes)
+        self.generate_calls = 0  # generations computed (each is one KV-cached loop)
+        self.unembed_calls = 0  # cross probabilities read from stored hidden states (no forward pass)
         # On ZeroGPU the accelerator (spaces.GPU) runs the forward pass in a forked worker:
         # its arguments and result are pickled, and nothing it changes here comes back.
         # So it gets only what it needs and returns a value; all bookkeeping stays here.
         wrap = accelerator or (lambda fn: fn)
         self._forward = wrap(self._forward_outcome)
         self._ablation_batch = wrap(self._ablation_batch_outcome)
+        self._generate = wrap(self._generate_outcome)
+        self._unembed = wrap(self._unembed_outcome)
 
     # ---- models -------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
@@ -198,5 +207,101 @@ class Engine:
         self.ablation_calls += 1
         return ablation.ablate(loaded, analysis, progress=progress, run=run)
 
+    # ---- generation ---------------------------------------------------------------
+    def _generate_outcome(self, model_name: str, prompt: str, encoded, settings: generation.Settings):
+        """The KV-cached loop, where the accelerator is."""
+        return self._as_value("The model failed while generating", model_name,
+                              lambda: generation.decode(self.model(model_name), prompt, encoded, settings))
+
+    def generate(
+        self, prompt: str, model_name: str, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0
+    ) -> Generation:
+        """Cached continuation of `prompt` (attn/generation.py): greedy at temperature 0,
+        else sampled with `seed` (the same seed gives the same tokens). Bad settings or a bad
+        prompt are refused (ViewError, PromptError) before any model call."""
+        key, settings = self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)
+        self._check_prompt(prompt)
+        return self.cache.get_or_compute(key, lambda: self._generate_uncached(model_name, prompt, settings))
+
+    def cached_generation(
+        self, prompt: str, model_name: str, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0
+    ) -> Generation | None:
+        """The generation if it is cached (for views: never runs the model)."""
+        return self.cache.get(self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)[0])
+
+    def _generation_key(self, prompt, model_name, max_new_tokens, temperature, seed):
+        self._check_name(model_name)
+        settings = generation.check_settings(max_new_tokens, temperature, seed)
+        # Greedy settings carry seed None: every seed shares one entry.
+        key = ("generation", model_name, prompt, settings.max_new_tokens, settings.temperature, settings.seed)
+        return key, settings
+
+    def _generate_uncached(self, model_name: str, prompt: str, settings: generation.Settings) -> Generation:
+        encoded = inference.encode(self.model(model_name).tokenizer, prompt, self.max_tokens)  # bad input: no model call
+        with self._run_locks[model_name]:
+            self.generate_calls += 1
+            outcome = self._generate(model_name, prompt, encoded, settings)
+        if isinstance(outcome, AttnError):
+            raise outcome
+        return outcome
+
+    # ---- comparison ---------------------------------------------------------------
+    def _unembed_outcome(self, model_name: str, hidden, token_ids: list[int]):
+        """Token probabilities from stored final hidden states, where the accelerator is."""
+        return self._as_value("The model failed while comparing", model_name,
+                              lambda: compare.unembed_probs(self.model(model_name), hidden, token_ids))
+
+    def compare(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison:
+        """Two prompts side by side (attn/compare.py): both cached analyses, their tokens
+        aligned, and the probability each gives to the other's next token. Costs the two
+        analyses (none if cached) and at most one unembedding, never a third forward pass.
+        An error about a prompt says which one ("Prompt B: ...")."""
+        self._check_name(model_name)
+        prompts = (("A", prompt_a), ("B", prompt_b))
+        for label, prompt in prompts:  # both checked before any model load or call
+            _labelled(label, lambda: self._check_prompt(prompt))
+        tokenizer = self.model(model_name).tokenizer
+        for label, prompt in prompts:
+            _labelled(label, lambda: inference.encode(tokenizer, prompt, self.max_tokens))
+        key = ("compare", model_name, prompt_a, prompt_b)
+        return self.cache.get_or_compute(key, lambda: self._compare_uncached(prompt_a, prompt_b, model_name))
+
+    def cached_comparison(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison | None:
+        return self.cache.get(("compare", model_name, prompt_a, prompt_b))
+
+    def _compare_uncached(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison:
+        a = _labelled("A", lambda: self.analyze(prompt_a, model_name))
+        b = _labelled("B", lambda: self.analyze(prompt_b, model_name))
+
+        def unembed(hidden, token_ids):
+            with self._run_locks[model_name]:
+                self.unembed_calls += 1
+                outcome = self._unembed(model_name, hidden, token_ids)
+            if isinstance(outcome, AttnError):
+                raise outcome
+            return outcome
+
+        return compare.compare(a, b, unembed=unembed)
+
+    # ---- helpers ------------------------------------------------------------------
+    @staticmethod
+    def _check_prompt(prompt) -> None:
+        """The cheap checks, before waiting on a model load or a forward pass."""
+        if not isinstance(prompt, str):
+            raise PromptError("The prompt must be text.")
+        if not prompt.strip():
+            raise PromptError("The prompt is empty: type some text to analyse.")
+
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
+
+
+def _labelled(label: str, job):
+    """Run `job`; an error about its prompt comes back naming it ("Prompt B: ...").
+    Errors about the model (unknown, unavailable) concern both prompts and stay as they are."""
+    try:
+        return job()
+    except (UnknownModelError, ModelUnavailableError):
+        raise
+    except AttnError as exc:
+        raise type(exc)(f"Prompt {label}: {exc}") from exc

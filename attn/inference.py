@@ -129,9 +129,10 @@ def forward(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 10) -> An
         if len(ids) <= FULL_MATRIX_MAX_TOKENS:
             full = torch.stack([a[0] for a in attentions]).to(torch.float16).cpu().numpy()
         rollout = measures.rollout(attentions, ROW_SUM_TOL.get(loaded.dtype, 1e-3))
-        lens = value_norms = None
+        lens = value_norms = final_hidden = None
         if capture is not None and len(capture.hidden) == len(parts.layers):
             lens = measures.logit_lens(parts, [capture.hidden[i] for i in range(len(parts.layers))], probs, next_id)
+            final_hidden = capture.hidden[len(parts.layers) - 1].float().cpu().numpy()
         if capture is not None and len(capture.value_norms) == len(attentions):
             value_norms = measures.value_weighted(
                 last_row, [capture.value_norms[i] for i in range(len(attentions))]
@@ -162,6 +163,7 @@ def forward(loaded: LoadedModel, prompt: str, encoded, *, top_k: int = 10) -> An
         ],
         value_norms=value_norms,
         rollout=rollout,
+        final_hidden=final_hidden,
     )
 
 

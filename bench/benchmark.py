@@ -36,6 +36,9 @@ interleaved with it where possible, and each figure is a median over repeats.
    one bare forward, paired and alternating (target <= 8x); switching the measure
    (raw -> value-weighted -> rollout -> raw) on the cached analysis, cold, vs the
    in-process analysis (target <= 5% and < 100 ms).
+7. Generation and comparison (bench/generation.py), in this process: 16 generated tokens
+   with every step's attention vs model.generate alone (target <= 1.5x), and a comparison
+   of two new prompts vs one bare forward of the longer one (target <= 2.2x).
 
 The model is loaded once here through the app's own engine (whose loader is
 attn.models.load), so the bare forward pass and the in-process analysis use the very
@@ -71,6 +74,7 @@ from bench.switching import phase_switching  # noqa: E402
 from bench.long import phase_long  # noqa: E402
 from bench.concurrency import phase_concurrency  # noqa: E402
 from bench.measures import phase_measures  # noqa: E402
+from bench.generation import phase_generation  # noqa: E402
 
 
 def _jsonable(x):
@@ -151,11 +155,11 @@ def main(argv=None) -> int:
     if args.quick:  # the long size doubles as the ~1000-token view test
         cfg = dict(launches=1, analysis_reps=3, switch_sizes=[37], switch_reps={37: 3},
                    long_sizes=[1024], long_size=1024, long_reps=1, long_view_reps=1, conc_rounds=1,
-                   measure_reps=3)
+                   measure_reps=3, gen_reps=2)
     else:
         cfg = dict(launches=3, analysis_reps=7, switch_sizes=[37, 1000], switch_reps={37: 4, 1000: 2},
                    long_sizes=[37, 512, 2048], long_size=2048, long_reps=1,
-                   long_view_reps=1, conc_rounds=2, measure_reps=5)
+                   long_view_reps=1, conc_rounds=2, measure_reps=5, gen_reps=5)
     t_begin = now()
     meta = {
         "command": "python bench/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -217,6 +221,12 @@ def main(argv=None) -> int:
             phase_long(rep, ctx, cfg["long_sizes"], cfg["long_size"], cfg["long_reps"], cfg["long_view_reps"])
         except Exception as exc:
             rep.error("4 long prompts", exc)
+        if "loaded" in ctx:
+            phase_mark("7 generation")
+            try:
+                phase_generation(rep, ctx, cfg["gen_reps"])
+            except Exception as exc:
+                rep.error("7 generation", exc)
         if args.full:
             try:
                 phase_mark("1 start (--full)")

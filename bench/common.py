@@ -22,6 +22,8 @@ ANALYSIS_RATIO = 1.5
 SWITCH_SHARE = 0.05
 SWITCH_MS = 100.0
 LONG_RATIO = 3.0
+GENERATE_RATIO = 1.5  # generation with every step's attention vs model.generate alone
+COMPARE_RATIO = 2.2  # two analyses + cross probabilities vs one bare forward of the longer prompt
 
 
 def now() -> float:

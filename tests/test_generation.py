@@ -1,0 +1,298 @@
+"""Generation (attn/generation.py): continue a prompt for N tokens; every step keeps the
+attention of the position that predicted its token, exactly what a forward pass over that
+step's prefix gives. Stepping through the steps never runs the model."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import attn.generation
+from attn import generation, inference
+from attn.engine import Engine
+from attn.errors import AnalysisFailedError, PromptError, ViewError
+from attn.generation import MAX_NEW_TOKENS, TOP_K, check_settings
+from attn.models import BUNDLED, LoadedModel
+from attn.view import View, check_view, row
+
+from helpers import THIRSTY
+from test_gpu_worker import ForkedWorker
+
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def thirsty(bundled_f32):
+    """The bundled model continuing the lab's prompt greedily for 8 tokens."""
+    return generation.generate(bundled_f32, THIRSTY, STEPS)
+
+
+@pytest.fixture(scope="module")
+def prefixes(bundled_f32, thirsty):
+    """Each step's prefix analysed on its own: 8 separate forward passes (~4 s)."""
+    return [prefix_analysis(bundled_f32, thirsty.step_analysis(k)) for k in range(thirsty.num_steps)]
+
+
+@pytest.fixture(scope="module")
+def windowed(tiny, gemma_tokenizer) -> LoadedModel:
+    """A tiny random Gemma 3 whose local layers see 8 tokens: every prompt here is longer."""
+    model = tiny.gemma3(vocab_size=len(gemma_tokenizer), num_layers=6, window=8,
+                        layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2)
+    return LoadedModel.wrap("tiny-window-8", model, gemma_tokenizer)
+
+
+def prefix_analysis(loaded, step):
+    """A separate forward pass over a step's tokens, as /analyze would run it."""
+    return inference.forward(loaded, step.prompt, (step.token_ids.tolist(), step.tokens, step.spans))
+
+
+# ---- the tokens ------------------------------------------------------------------------
+
+
+def test_greedy_tokens_are_the_ones_model_generate_gives(bundled_f32, thirsty):
+    ids = thirsty.token_ids.tolist()
+    with torch.inference_mode():
+        out = bundled_f32.model.generate(torch.tensor([ids]), max_new_tokens=STEPS, do_sample=False)
+    assert thirsty.generated_ids.tolist() == out[0, len(ids):].tolist()
+    assert thirsty.generated[0] == " water" and thirsty.text.startswith(" water")
+
+
+def test_each_chosen_token_s_probability_is_the_model_s(thirsty, prefixes):
+    for k, alone in enumerate(prefixes):
+        p = alone.top_k[0]
+        assert p.id == thirsty.generated_ids[k]
+        assert thirsty.probs[k] == pytest.approx(p.prob, abs=1e-5)
+        assert thirsty.top_k[k][0].id == p.id and len(thirsty.top_k[k]) == TOP_K
+
+
+def test_the_same_seed_samples_the_same_tokens(gemma3_26):
+    first = generation.generate(gemma3_26, THIRSTY, 4, temperature=1.0, seed=11)
+    again = generation.generate(gemma3_26, THIRSTY, 4, temperature=1.0, seed=11)
+    assert first.generated_ids.tolist() == again.generated_ids.tolist()
+    np.testing.assert_array_equal(first.attention, again.attention)
+    other = generation.generate(gemma3_26, THIRSTY, 4, temperature=1.0, seed=12).generated_ids.tolist()
+    assert other != first.generated_ids.tolist()  # random weights: near-uniform over 262k tokens
+
+
+def test_greedy_generation_has_no_seed(gemma3_26):
+    assert check_settings(4, 0.0, seed=5) == check_settings(4, 0, seed=9)
+    assert generation.generate(gemma3_26, THIRSTY, 2, seed=5).seed is None
+
+
+def test_generation_stops_at_an_end_of_sequence_token(gemma3_26, monkeypatch):
+    full = generation.generate(gemma3_26, THIRSTY, 6)
+    stop = int(full.generated_ids[2])
+    monkeypatch.setattr(attn.generation, "eos_ids", lambda loaded: {stop})
+    short = generation.generate(gemma3_26, THIRSTY, 6)
+    first = full.generated_ids.tolist().index(stop)
+    assert short.generated_ids.tolist() == full.generated_ids.tolist()[:first + 1]
+    assert short.stopped_at_eos and not full.stopped_at_eos
+    p = short.num_prompt_tokens
+    assert short.attention.shape == (first + 1, short.num_layers, short.num_heads, p + first)
+    np.testing.assert_array_equal(short.attention, full.attention[:first + 1, :, :, :p + first])
+
+
+# ---- the attention ---------------------------------------------------------------------
+
+
+def test_each_step_s_attention_equals_a_forward_pass_over_its_prefix(thirsty, prefixes):
+    """Every layer and head, to 1e-5; value-weighted attention too."""
+    p = thirsty.num_prompt_tokens
+    assert thirsty.attention.shape == (STEPS, 18, 4, p + STEPS - 1)
+    for k, alone in enumerate(prefixes):
+        step = thirsty.step_analysis(k)
+        assert step.last_row.shape == alone.last_row.shape == (18, 4, p + k)
+        np.testing.assert_allclose(step.last_row, alone.last_row, rtol=0, atol=1e-5, err_msg=f"step {k}")
+        np.testing.assert_allclose(step.value_norms, alone.value_norms, rtol=1e-4, atol=1e-5)
+        assert not thirsty.attention[k, :, :, p + k:].any()  # zero padding after the step's keys
+
+
+def test_local_layers_beyond_their_window_match_a_forward_pass(windowed):
+    """Prompt longer than the window: a local layer's cache holds only its last keys."""
+    result = generation.generate(windowed, THIRSTY, 5)
+    assert result.num_prompt_tokens > windowed.sliding_window
+    for k in range(result.num_steps):
+        step = result.step_analysis(k)
+        np.testing.assert_allclose(step.last_row, prefix_analysis(windowed, step).last_row, rtol=0, atol=1e-5)
+        local = [i for i, t in enumerate(step.layer_types) if t == "local"]
+        assert not step.last_row[local, :, : step.num_tokens - windowed.sliding_window].any()
+
+
+def test_every_step_s_rows_sum_to_one(thirsty):
+    p = thirsty.num_prompt_tokens
+    for k in range(thirsty.num_steps):
+        np.testing.assert_allclose(thirsty.attention[k, :, :, :p + k].sum(-1), 1, atol=1e-5)
+
+
+# ---- a step as an Analysis -------------------------------------------------------------
+
+
+def test_a_step_is_an_analysis_of_the_prompt_and_the_tokens_generated_before_it(thirsty):
+    k = 3
+    step = thirsty.step_analysis(k)
+    p = thirsty.num_prompt_tokens
+    assert step.tokens == thirsty.tokens + thirsty.generated[:k]
+    assert step.token_ids.tolist() == thirsty.token_ids.tolist() + thirsty.generated_ids[:k].tolist()
+    assert step.generated_from == p and step.tokens[step.generated_from:] == thirsty.generated[:k]
+    assert (step.next_token, step.next_token_id) == (thirsty.generated[k], int(thirsty.generated_ids[k]))
+    assert step.top_k[0].id == step.next_token_id  # greedy
+    assert step.prompt == THIRSTY + "".join(thirsty.generated[:k])
+    assert [step.prompt[a:b] for a, b in step.spans[p:]] == thirsty.generated[:k]
+    assert step.to_json()["generated_from"] == p
+
+
+def test_the_views_draw_a_step_unchanged(thirsty):
+    step = thirsty.step_analysis(STEPS - 1)
+    view = check_view(step, View(layer=12, head="mean", bos="exclude"))
+    weights = row(step, view)
+    assert weights.shape == (step.num_tokens,) and math.isclose(float(weights.sum()), 1, abs_tol=1e-5)
+
+
+def test_a_sampled_token_outside_the_top_k_is_still_in_its_step_s_top_k(gemma3_26):
+    hot = generation.generate(gemma3_26, THIRSTY, 4, temperature=2.0, seed=1)
+    for k in range(hot.num_steps):
+        step = hot.step_analysis(k)
+        chosen = [t for t in step.top_k if t.id == step.next_token_id]
+        assert len(chosen) == 1 and chosen[0].prob == pytest.approx(float(hot.probs[k]))
+
+
+@pytest.mark.parametrize("k", [-1, STEPS, 1.5, "two"])
+def test_a_step_out_of_range_is_refused(thirsty, k):
+    with pytest.raises(ViewError, match="[Ss]tep"):
+        thirsty.step_analysis(k)
+
+
+# ---- what crosses processes and the API ------------------------------------------------
+
+
+def test_the_json_is_the_documented_api(thirsty):
+    data = json.loads(json.dumps(thirsty.to_json()))
+    assert set(data) == {"schema", "model", "prompt", "generated_ids", "generated", "steps"}
+    assert data["schema"] == "attn-generation/1" and data["prompt"] == THIRSTY
+    assert data["generated"] == thirsty.generated and len(data["steps"]) == STEPS
+    p = thirsty.num_prompt_tokens
+    for k, s in enumerate(data["steps"]):
+        assert set(s) == {"token", "id", "prob", "attention"}
+        assert (s["token"], s["id"]) == (data["generated"][k], data["generated_ids"][k])
+        assert len(s["attention"]) == 18 and len(s["attention"][0]) == 4
+        assert len(s["attention"][0][0]) == p + k  # <BOS> + prompt + generated[:k]
+        assert math.isclose(sum(s["attention"][5][2]), 1, abs_tol=1e-4)
+
+
+def test_a_generation_pickles_and_comes_back_equal(thirsty):
+    back = pickle.loads(pickle.dumps(thirsty))
+    assert back.generated == thirsty.generated and back.top_k == thirsty.top_k
+    np.testing.assert_array_equal(back.attention, thirsty.attention)
+    assert back.nbytes == thirsty.nbytes >= thirsty.attention.nbytes
+
+
+@pytest.fixture
+def forked_engine(bundled_f32):
+    gpu = ForkedWorker()
+    yield Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    gpu.close()
+
+
+def test_a_generation_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, thirsty):
+    engine, gpu = forked_engine
+    remote = engine.generate(THIRSTY, BUNDLED, 4)
+    assert gpu.calls == 1 and engine.generate_calls == 1  # counted here, not in the worker
+    assert remote.generated_ids.tolist() == thirsty.generated_ids[:4].tolist()
+    # One CPU thread there: the same numbers up to summation order.
+    np.testing.assert_allclose(remote.attention, thirsty.attention[:4, :, :, :remote.attention.shape[-1]],
+                               rtol=0, atol=1e-6)
+
+
+def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeypatch):
+    engine, gpu = forked_engine
+
+    def fail(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(attn.generation, "decode", fail)  # inherited by the fork
+    with pytest.raises(AnalysisFailedError, match="failed while generating \\(MemoryError\\)"):
+        engine.generate(THIRSTY, BUNDLED, 2)
+    assert gpu.calls == 1 and len(engine.cache) == 0
+
+
+# ---- in the engine ---------------------------------------------------------------------
+
+
+class Refuse:
+    """A loader that must not be reached."""
+
+    calls = 0
+
+    def __call__(self, name, progress):
+        self.calls += 1
+        raise AssertionError("the model was loaded for a request that should have been refused")
+
+
+@pytest.fixture
+def engine(gemma3_26):
+    return Engine(loader=lambda name, progress: gemma3_26, model_names=["tiny"])
+
+
+def test_the_engine_caches_a_generation_under_its_settings(engine):
+    first = engine.generate(THIRSTY, "tiny", 3)
+    assert engine.generate(THIRSTY, "tiny", 3) is first
+    assert engine.generate(THIRSTY, "tiny", 3, seed=99) is first  # greedy: the seed is not a setting
+    assert engine.cached_generation(THIRSTY, "tiny", 3) is first
+    sampled = engine.generate(THIRSTY, "tiny", 3, temperature=0.7, seed=1)
+    assert sampled is not first and engine.cached_generation(THIRSTY, "tiny", 3, 0.7, 2) is None
+    assert engine.generate_calls == 2 and engine.forward_calls == 0
+
+
+def test_stepping_through_a_generation_runs_no_model(engine):
+    result = engine.generate(THIRSTY, "tiny", 4)
+    calls = (engine.generate_calls, engine.forward_calls)
+    for k in range(result.num_steps):
+        step = engine.cached_generation(THIRSTY, "tiny", 4).step_analysis(k)
+        row(step, check_view(step, View(layer=5)))
+    assert (engine.generate_calls, engine.forward_calls) == calls
+
+
+@pytest.mark.parametrize("settings, message", [
+    ((0, 0.0, 0), "1-32"), ((MAX_NEW_TOKENS + 1, 0.0, 0), "1-32"), ((2.5, 0.0, 0), "whole number"),
+    ((True, 0.0, 0), "whole number"), (("many", 0.0, 0), "whole number"),
+    ((4, -0.5, 0), "Temperature"), ((4, float("nan"), 0), "Temperature"), ((4, 2.5, 0), "Temperature"),
+    ((4, "hot", 0), "Temperature"), ((4, 1.0, -1), "seed"), ((4, 1.0, 2**32), "seed"),
+], ids=["zero", "too-many", "fraction", "bool", "text", "negative-t", "nan-t", "hot-t", "text-t",
+        "negative-seed", "huge-seed"])
+def test_bad_settings_are_refused_before_any_model_call(settings, message):
+    loader = Refuse()
+    engine = Engine(loader=loader, model_names=["tiny"])
+    with pytest.raises(ViewError, match=message):
+        engine.generate(THIRSTY, "tiny", *settings)
+    assert loader.calls == 0 and engine.generate_calls == 0
+
+
+def test_a_bad_prompt_is_refused_before_any_model_call(engine):
+    with pytest.raises(PromptError, match="empty"):
+        engine.generate("   ", "tiny", 4)
+    with pytest.raises(PromptError, match="limit"):
+        engine.generate("word " * 5000, "tiny", 4)
+    assert engine.generate_calls == 0
+
+
+# ---- the command line ------------------------------------------------------------------
+
+
+def test_the_cli_prints_the_continuation_and_what_each_step_attended_to(bundled_f32, monkeypatch, capsys):
+    import attn.cli
+
+    monkeypatch.setattr(attn.cli, "Engine", lambda model_names: Engine(
+        loader=lambda name, progress: bundled_f32, model_names=model_names))
+    assert attn.cli.main([THIRSTY, "--generate", "3", "--layer", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "continuation (3 tokens, greedy): ' water. She'" in out
+    lines = out.splitlines()
+    steps = lines[next(i for i, line in enumerate(lines) if line.startswith("each step at layer 12")) + 1:]
+    assert [line.split()[0] for line in steps] == ["0", "1", "2"]
+    for line, token in zip(steps, [" water", ".", " She"]):
+        assert repr(token) in line and line.count(" 0.") >= 3  # its probability, then the top attended
