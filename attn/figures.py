@@ -147,6 +147,16 @@ def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan
 # ---- the pieces of a diagram, shared with the two-prompt comparison (attn/compare_view.py)
 
 
+def column_layout(cols: list[int]) -> tuple[list[float], list[tuple[float, int]]]:
+    """x for each kept column (indices in any sequence of columns), and the '⋯' gaps."""
+    return _layout(cols)
+
+
+def em_width(text: str, weight: str = "normal", style: str = "normal") -> float:
+    """A label's width in ems of its font, before any renderer exists."""
+    return _em_width(text, weight, style)
+
+
 def figure_width(xs: list[float], title: str) -> tuple[float, float]:
     """The figure's width (inches) for columns at `xs` under a title line, and the columns'
     pitch in points."""
