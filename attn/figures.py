@@ -94,6 +94,8 @@ class Label:
     style: str = "normal"
     boxed: bool = False  # the predicted token's rounded green box
     on_figure: bool = False
+    box_edge: str = PREDICTED  # a boxed label's border and fill (the comparison boxes other tokens)
+    box_fill: str = PREDICTED_FILL
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,11 @@ def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan
     touch, or return None when no legible choice exists; without (the reduced figure), one
     row at a size set by the column count, drawn whatever the labels."""
     xs, gaps = _layout(cols)
-    # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
-    width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, MAX_FIGURE_IN))
-    pitch = (0.99 * width - 0.95) * 72 / (xs[-1] + 1.4)  # points per column: the box spans xlim
+    width, pitch = figure_width(xs, title)
     if fit and pitch < MIN_PITCH_PT:
         return None  # decided before reading a label: a 2048-token prompt costs nothing here
     n = len(cols)
-    label_chars = MAX_LABEL_CHARS if n <= 16 else 9
+    label_chars = max_label_chars(n)
     last = analysis.num_tokens - 1
     inputs = [visible(analysis.tokens[c], label_chars) for c in cols]
     outputs = [visible(analysis.next_token if c == last else analysis.tokens[c + 1], label_chars) for c in cols]
@@ -132,16 +132,115 @@ def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan
         return Plan(cols, xs, gaps, width, fontsize, label_chars, rows, inputs, outputs)
 
     if not fit:
-        return plan(12 if n <= 16 else 10 if n <= 24 else 9, 1)
+        return plan(reduced_fontsize(n), 1)
     x = np.asarray(xs) * pitch
     em_in = np.array([_em_width(t, "normal", "italic" if c == 0 else "normal") for t, c in zip(inputs, cols)])
     em_out = np.array([_em_width(t, "bold" if c == last else "normal", "normal") + (0.4 if c == last else 0.0)
                        for t, c in zip(outputs, cols)])  # the prediction's box pads 0.2 em a side
-    candidates = [(12, 1), (12, 2)] if n <= 16 else [(10, 1), (9, 1), (10, 2), (9, 2)]
+    candidates = label_candidates(n)
     for fontsize, rows in candidates:
         if all(_clear(x, fontsize * em, rows, fontsize * LABEL_GAP_EM) for em in (em_in, em_out)):
             return plan(fontsize, rows)
     return plan(*candidates[-1]) if n <= REDUCED_COLUMNS else None  # short prompts are never cut
+
+
+# ---- the pieces of a diagram, shared with the two-prompt comparison (attn/compare_view.py)
+
+
+def column_layout(cols: list[int]) -> tuple[list[float], list[tuple[float, int]]]:
+    """x for each kept column (indices in any sequence of columns), and the '⋯' gaps."""
+    return _layout(cols)
+
+
+def em_width(text: str, weight: str = "normal", style: str = "normal") -> float:
+    """A label's width in ems of its font, before any renderer exists."""
+    return _em_width(text, weight, style)
+
+
+def figure_width(xs: list[float], title: str) -> tuple[float, float]:
+    """The figure's width (inches) for columns at `xs` under a title line, and the columns'
+    pitch in points."""
+    # Wide enough for the columns and for the title (12 pt: about 0.095 in per character).
+    width = float(np.clip(max(0.62 * (xs[-1] + 1) + 1.0, 0.095 * len(title) + 0.4), 6.0, MAX_FIGURE_IN))
+    pitch = (0.99 * width - 0.95) * 72 / (xs[-1] + 1.4)  # points per column: the box spans xlim
+    return width, pitch
+
+
+def max_label_chars(n: int) -> int:
+    """How many characters a label keeps when `n` columns are drawn."""
+    return MAX_LABEL_CHARS if n <= 16 else 9
+
+
+def label_candidates(n: int) -> list[tuple[int, int]]:
+    """(font size, rows) to try for `n` columns, most legible first."""
+    return [(12, 1), (12, 2)] if n <= 16 else [(10, 1), (9, 1), (10, 2), (9, 2)]
+
+
+def reduced_fontsize(n: int) -> int:
+    """The labels' size in a reduced figure of `n` columns (one row, drawn whatever they say)."""
+    return 12 if n <= 16 else 10 if n <= 24 else 9
+
+
+def clear_in_rows(x: np.ndarray, widths: np.ndarray, row_of: np.ndarray, gap: float) -> bool:
+    """Like `_clear`, for labels that need not fill every column: each label (centred at x,
+    points) clears the next one in its own row (`row_of`) by `gap`."""
+    for r in np.unique(row_of):
+        xr, wr = x[row_of == r], widths[row_of == r]
+        if len(xr) > 1 and not np.all(np.diff(xr) >= (wr[1:] + wr[:-1]) / 2 + gap):
+            return False
+    return True
+
+
+def stagger_step(fontsize: float, box_in: float) -> float:
+    """How far (data units) the second row of staggered labels sits from the first: one line
+    further out, in a box `box_in` inches tall that spans 1.5 units."""
+    return ROW_STEP_EM * fontsize / 72 * 1.5 / box_in
+
+
+def diagram_lines(weights: np.ndarray, mat: np.ndarray | None, view: View, cols: list[int],
+                  col_x: dict[int, float], last: int) -> tuple[list, list, list]:
+    """(segments, widths, colours) of the lines between the drawn columns (token indices
+    `cols`, at `col_x`): from the predicting position `last`, or from every position with
+    `mat`; widths proportional to weight, <BOS> gray, none to <BOS> when it is hidden."""
+    segments, widths, colors = [], [], []
+    pairs = (
+        [(i, j) for i in cols for j in cols if j <= i]
+        if mat is not None
+        else [(last, j) for j in cols]
+    )
+    for i, j in pairs:
+        w = float(mat[i, j]) if mat is not None else float(weights[j])
+        if w <= 0 or (j == 0 and view.bos == "hide"):
+            continue
+        segments.append(((col_x[i], 1.0), (col_x[j], 0.0)))
+        widths.append(MIN_WIDTH + w * (MAX_WIDTH - MIN_WIDTH))
+        colors.append(GRAY if j == 0 else BLUE)
+    return segments, widths, colors
+
+
+def column_labels(x: float, output: str, inp: str, fontsize: float, shift: float, *,
+                  predicted: bool, bos: bool) -> tuple[Label, Label]:
+    """A column's Output label (the prediction bold in its green box) and Input label
+    (<BOS> gray italic), `shift` further out for the staggered row."""
+    return (
+        Label(x, 1.07 + shift, output, fontsize, va="bottom", color=PREDICTED if predicted else "black",
+              weight="bold" if predicted else "normal", boxed=predicted),
+        Label(x, -0.07 - shift, inp, fontsize, va="top",
+              color="#777777" if bos else "black", style="italic" if bos else "normal"),
+    )
+
+
+def gap_marks(x: float, hidden: int) -> tuple[Label, Label]:
+    """The '⋯' under a gap of hidden columns, and how many it hides."""
+    return (Label(x - 0.2, -0.07, "⋯", 9, va="top", color="#888888"),
+            Label(x - 0.2, -0.2, str(hidden), 6, va="top", color="#888888"))
+
+
+def row_titles(bottom: float, height: float) -> tuple[Label, Label]:
+    """'Output:' and 'Input:' at the left of a diagram box (figure fractions)."""
+    row_title = dict(size=12, ha="left", weight="bold", on_figure=True)
+    return (Label(0.005, bottom + height * (1.07 + 0.25) / 1.5, "Output:", va="bottom", **row_title),
+            Label(0.005, bottom + height * (0.25 - 0.07) / 1.5, "Input:", va="top", **row_title))
 
 
 def _clear(x: np.ndarray, widths: np.ndarray, rows: int, gap: float) -> bool:
@@ -189,44 +288,20 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = No
     left = 0.95 / width  # room for the row titles, whatever the width
     bottom = 0.12 + 0.05 * len(notes)
     fontsize = plan.fontsize
-    # The second row of staggered labels, one line further out (data units: the box is
-    # 66% of the figure's height and spans 1.5 units).
-    step = ROW_STEP_EM * fontsize / 72 * 1.5 / (0.66 * fig.get_figheight())
+    # The second row of staggered labels (the box is 66% of the figure's height).
+    step = stagger_step(fontsize, 0.66 * fig.get_figheight())
 
     last = n - 1
-    segments, widths, colors = [], [], []
-    pairs = (
-        [(i, j) for i in cols for j in cols if j <= i]
-        if mat is not None
-        else [(last, j) for j in cols]
-    )
-    col_x = dict(zip(cols, xs))
-    for i, j in pairs:
-        w = float(mat[i, j]) if mat is not None else float(weights[j])
-        if w <= 0 or (j == 0 and view.bos == "hide"):
-            continue
-        segments.append(((col_x[i], 1.0), (col_x[j], 0.0)))
-        widths.append(MIN_WIDTH + w * (MAX_WIDTH - MIN_WIDTH))
-        colors.append(GRAY if j == 0 else BLUE)
+    segments, widths, colors = diagram_lines(weights, mat, view, cols, dict(zip(cols, xs)), last)
 
     labels = []
     for k, (c, x) in enumerate(zip(cols, xs)):
-        is_pred, bos = c == last, c == 0
         shift = step * ((len(cols) - 1 - k) % plan.rows)  # the prediction's column stays on the inner row
-        labels.append(Label(
-            x, 1.07 + shift, plan.outputs[k], fontsize, va="bottom",
-            color=PREDICTED if is_pred else "black", weight="bold" if is_pred else "normal", boxed=is_pred,
-        ))
-        labels.append(Label(
-            x, -0.07 - shift, plan.inputs[k], fontsize, va="top",
-            color="#777777" if bos else "black", style="italic" if bos else "normal",
-        ))
+        labels.extend(column_labels(x, plan.outputs[k], plan.inputs[k], fontsize, shift,
+                                    predicted=c == last, bos=c == 0))
     for x, hidden in gaps:
-        labels.append(Label(x - 0.2, -0.07, "⋯", 9, va="top", color="#888888"))
-        labels.append(Label(x - 0.2, -0.2, str(hidden), 6, va="top", color="#888888"))
-    row_title = dict(size=12, ha="left", weight="bold", on_figure=True)
-    labels.append(Label(0.005, bottom + 0.66 * (1.07 + 0.25) / 1.5, "Output:", va="bottom", **row_title))
-    labels.append(Label(0.005, bottom + 0.66 * (0.25 - 0.07) / 1.5, "Input:", va="top", **row_title))
+        labels.extend(gap_marks(x, hidden))
+    labels.extend(row_titles(bottom, 0.66))
     for k, line in enumerate((title, f"{analysis.model} predicts {visible(analysis.next_token, 24)!r}")):
         labels.append(Label(0.5, 0.98 - k * 0.2 / fig.get_figheight(), line, 12, va="top", on_figure=True))
     for k, note in enumerate(notes):
@@ -299,7 +374,8 @@ class Diagram(Artist):
             if label.ha == "center" and (label.boxed or not svg_anchors):
                 start = x - _width(renderer, label.text, prop) / 2
             if label.boxed:
-                _draw_box(renderer, start, y - descent, 2 * (x - start), ascent + descent, prop)
+                _draw_box(renderer, start, y - descent, 2 * (x - start), ascent + descent, prop,
+                          label.box_edge, label.box_fill)
             gc.set_foreground(_rgba(label.color), isRGBA=True)
             anchor.set_position((x, y))
             if anchor.get_horizontalalignment() != label.ha:
@@ -349,14 +425,14 @@ def _rgba(color: str) -> tuple[float, float, float, float]:
     return to_rgba(color)
 
 
-def _draw_box(renderer, x, y, width, height, prop) -> None:
+def _draw_box(renderer, x, y, width, height, prop, edge=PREDICTED, fill=PREDICTED_FILL) -> None:
     """The predicted token's box: rounded, padded by 0.2 of the font size."""
     size = renderer.points_to_pixels(prop.get_size_in_points())
     path = BoxStyle("round", pad=0.2)(x, y, width, height, size)
     box = renderer.new_gc()
-    box.set_foreground(PREDICTED)
+    box.set_foreground(edge)
     box.set_linewidth(1.0)
-    renderer.draw_path(box, path, IdentityTransform(), to_rgb(PREDICTED_FILL))
+    renderer.draw_path(box, path, IdentityTransform(), to_rgb(fill))
     box.restore()
 
 
@@ -478,15 +554,17 @@ def line_svg(analysis: Analysis, view: View) -> Svg:
     return Svg(to_svg(fig), fig.get_figwidth() * 72 * 4 / 3, label_size(fig))
 
 
-def line_diagram_html(svg: Svg, view: View) -> str:
+def line_diagram_html(svg: Svg, view: View, *, alt: str | None = None) -> str:
     """The figure as an <img>: an SVG image can run no script, whatever its labels say.
 
     It shrinks with the page, but never so far that a label is shown below 7.2 pt
     (`LEGIBLE_PT`, 9.6 CSS px): 12 pt labels allow 60% of the natural size, 10 pt 72%,
     9 pt 80% (1229 px for the widest figure, 16 in = 1536 px; Gradio's page is 1248 px
-    wide in a 1280-1535 px window). In a narrower frame the figure scrolls sideways."""
-    alt = (f"Line diagram: {measure_label(view.measure)}" if view.measure == "rollout" else
-           f"Line diagram: {measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")
+    wide in a 1280-1535 px window). In a narrower frame the figure scrolls sideways.
+    `alt` replaces the description (the comparison's figure says what it compares)."""
+    if alt is None:
+        alt = (f"Line diagram: {measure_label(view.measure)}" if view.measure == "rollout" else
+               f"Line diagram: {measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")
     b64 = base64.b64encode(svg.data).decode("ascii")
     natural = svg.width_px
     smallest = natural * max(0.6, LEGIBLE_PT / svg.label_pt)

@@ -22,3 +22,11 @@ HEATMAP_HIGH = (8, 48, 107)
 HEATMAP_GRAY_LOW = (245, 245, 245)
 HEATMAP_GRAY_HIGH = (90, 90, 90)
 GLOBAL_LAYER = "#b3261e"  # the heatmap's "G" marks
+
+# Comparing two prompts (attn/compare_view.py): a token only one prompt has is orange; the
+# difference strip diverges from near-white to blue (more attention in A) or red (more in B).
+CHANGED = "#c25400"  # text and border: dark enough to read as a label
+CHANGED_FILL = "#fde7d4"
+MORE_IN_A = (33, 102, 172)
+MORE_IN_B = (178, 24, 43)
+NO_DIFFERENCE = (247, 247, 247)
