@@ -18,13 +18,15 @@ from pathlib import Path
 import gradio as gr
 import spaces
 
-from attn import BUNDLED, REGISTRY, AttnError, Engine, PromptError
+from attn import BUNDLED, REGISTRY, AttnError, Engine, PromptError, words
 from attn.ablation_view import ablation_html
+from attn.compare import align
+from attn.compare_view import compare_html, compare_svg, cross_html, difference_html
 from attn.export import write_all
 from attn.figures import line_diagram_html
 from attn.highlight import token_html
 from attn.link import read_link, share_query
-from attn.summary import layer_info_md, model_status_md, note_html, summary_html, top_k_html
+from attn.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html
 from attn.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice,
                        head_choices, parse_head, view_json)
 from attn.view_cache import ViewCache
@@ -58,6 +60,8 @@ EXPORT_ROOT = Path(tempfile.gettempdir()) / "attn-export"
 EXPORT_KEEP_SECONDS = 600  # Gradio copies a download into its own cache when it is returned
 BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
 MEASURE_CHOICES = [("Attention weights", "raw"), ("Value-weighted", "value"), ("Rollout", "rollout")]
+ONE_PROMPT_HINT = ('<div class="attn-hint">Removing tokens checks one typed prompt, token by token: it '
+                   "works without Compare, Continue (N = 1) or Words.</div>")
 ABLATION_HINT = ('<div class="attn-hint">Does the attention explain the prediction? <b>Check by removing '
                  "tokens</b> runs the model once more per token (batched) and shows what each one was worth.</div>")
 
@@ -91,11 +95,16 @@ def wait_for_model(name: str, progress: gr.Progress) -> None:
         time.sleep(0.3)
 
 
-def analyze(prompt: str, model: str, progress: gr.Progress | None = None):
-    """ENGINE.analyze, showing a model load's progress on the page while it waits."""
-    # A blank prompt needs no model: it is refused at once, not after a load (ENGINE.analyze).
+def ready(prompt: str, model: str, progress: gr.Progress | None) -> None:
+    """Show a model load's progress on the page while a request waits for it. A blank
+    prompt needs no model: it is refused at once by the engine, not after a load."""
     if progress is not None and isinstance(prompt, str) and prompt.strip() and not ENGINE.is_ready(model):
         wait_for_model(model, progress)
+
+
+def analyze(prompt: str, model: str, progress: gr.Progress | None = None):
+    """ENGINE.analyze, showing a model load's progress on the page while it waits."""
+    ready(prompt, model, progress)
     return ENGINE.analyze(prompt, model)
 
 
@@ -103,47 +112,106 @@ def analyze(prompt: str, model: str, progress: gr.Progress | None = None):
 # No handler raises gr.Error: a failed event marks every output with an "Error" badge, which
 # hides the controls and the last good analysis. A refused request skips its outputs instead
 # and says why in the line under the prompt (and in a toast, from queued events).
-def on_view(key: dict | None, layer, head, bos, show_all, measure):
-    """Everything that depends on the view; served from the cached analysis (and ablation).
+# `key` names what was analysed: {"model", "prompt", "compare": prompt B or "",
+# "generate": [tokens, temperature, seed] or None}; the views read it from the caches only.
+def shown(key: dict, step, words: bool) -> tuple:
+    """(analysis, comparison or None, generation or None) for the views, from the caches
+    (never the model). A comparison's analysis is prompt A's. Raises AttnError."""
+    gone = PromptError("This analysis has left the shared cache; press Analyze to run it again.")
+    comparison = generation = None
+    if key.get("compare"):
+        comparison = ENGINE.cached_comparison(key["prompt"], key["compare"], key["model"])
+        if comparison is None:
+            raise gone
+        analysis = comparison.a
+    elif key.get("generate"):
+        generation = ENGINE.cached_generation(key["prompt"], key["model"], *key["generate"])
+        if generation is None:
+            raise gone
+        analysis = generation.step_analysis(min(int(step or 0), generation.num_steps - 1))
+    else:
+        analysis = ENGINE.cached(key["prompt"], key["model"])
+        if analysis is None:
+            raise gone
+    return (words_of(analysis) if words else analysis), comparison, generation
+
+
+def words_of(analysis):
+    return words.merged(analysis)
+
+
+def read_view(analysis, layer, head, bos, show_all, measure) -> View:
+    return check_view(analysis, View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all),
+                                     measure=measure))
+
+
+def on_view(key: dict | None, step, layer, head, bos, show_all, measure, by_words):
+    """Everything that depends on the view; served from the caches (analysis, ablation,
+    comparison, continuation).
 
     The last output is the note under the prompt: set when the view cannot be drawn, left
     alone otherwise (it may be explaining a refused analysis while this redraws the last one)."""
     if not key:
-        return (gr.skip(),) * 7
+        return (gr.skip(),) * 9
     # Views never run the model: they are served outside the queue, from the cache only
     # (so no toast: gr.Warning reaches the page only from queued events).
     try:
-        analysis, view = shown_view(key, layer, head, bos, show_all, measure)
+        analysis, comparison, generation = shown(key, step, by_words)
+        view = read_view(analysis, layer, head, bos, show_all, measure)
+        if comparison is not None:
+            return compare_views(comparison, view, by_words) + (share(key, view, step, by_words),) + (gr.skip(),) * 3
     except AttnError as exc:
-        return (gr.skip(),) * 6 + (note_html(str(exc)),)
-    ablated = ENGINE.cached_ablation(analysis.prompt, analysis.model)
+        return (gr.skip(),) * 8 + (note_html(str(exc)),)
+    ablated = None if generation or by_words else ENGINE.cached_ablation(analysis.prompt, analysis.model)
+    if generation or by_words:
+        hint = ONE_PROMPT_HINT
+    else:
+        hint = ABLATION_HINT if ablated is None else ablation_html(ablated, analysis, view)
     return (
         line_diagram_html(VIEWS.line_svg(analysis, view), view),
         token_html(analysis, view),
-        ABLATION_HINT if ablated is None else ablation_html(ablated, analysis, view),
+        hint,
         VIEWS.heatmap(analysis, view),
         layer_info_md(analysis, view),
-        share_query(analysis.prompt, analysis.model, view),
+        share(key, view, step, by_words),
+        gr.skip() if generation is None else generation_html(generation, int(step or 0)),
+        gr.skip() if generation is None else top_k_html(analysis),
         gr.skip(),
     )
 
 
-def shown_view(key: dict, layer, head, bos, show_all, measure):
-    """The cached analysis and the checked view the controls ask for. Raises AttnError."""
-    analysis = ENGINE.cached(key["prompt"], key["model"])
-    if analysis is None:
-        raise PromptError("This prompt's analysis has left the shared cache; press Analyze to run it again.")
-    view = View(layer=int(layer), head=parse_head(head), bos=bos, show_all=bool(show_all), measure=measure)
-    return analysis, check_view(analysis, view)
+def compare_views(comparison, view: View, by_words: bool) -> tuple:
+    """The figure, tokens, ablation, overview and layer line of a comparison."""
+    a, b, alignment = comparison.a, comparison.b, comparison.alignment
+    if by_words:
+        a, b = words_of(a), words_of(b)
+        alignment = align(a.tokens, b.tokens)
+    both = lambda draw: "".join(  # noqa: E731
+        f'<div class="attn-side" style="font-weight:bold;margin-top:6px">{side}</div>{draw(x)}'
+        for side, x in (("A", a), ("B", b)))
+    return (
+        compare_html(compare_svg(a, b, alignment, view), view) + difference_html(a, b, alignment, view),
+        both(lambda x: token_html(x, view)),
+        ONE_PROMPT_HINT,
+        both(lambda x: VIEWS.heatmap(x, view)),
+        layer_info_md(a, view),
+    )
 
 
-def on_export(key: dict | None, layer, head, bos, show_all, measure):
-    """The view on screen as files: diagram (PNG at 300 dpi, SVG), weights (CSV), analysis (JSON)."""
+def share(key: dict, view: View, step, by_words: bool) -> str:
+    return share_query(key["prompt"], key["model"], view, compare=key.get("compare") or "",
+                       generate=key.get("generate"), step=int(step or 0), words=bool(by_words))
+
+
+def on_export(key: dict | None, step, layer, head, bos, show_all, measure, by_words):
+    """The view on screen as files: diagram (PNG at 300 dpi, SVG), weights (CSV), analysis
+    (JSON); of prompt A in a comparison."""
     if not key:
         gr.Warning("Analyze a prompt first.")
         return gr.skip()
     try:
-        analysis, view = shown_view(key, layer, head, bos, show_all, measure)
+        analysis, _, _ = shown(key, step, by_words)
+        view = read_view(analysis, layer, head, bos, show_all, measure)
     except AttnError as exc:
         gr.Warning(escape(str(exc)))
         return gr.skip()
@@ -158,8 +226,8 @@ def on_ablate(key: dict | None, progress=gr.Progress()):
     """Delete each token in turn (batched forward passes, cached). The views, redrawn after
     it from the caches, show the bars for the controls as they are by then: moving them
     meanwhile is never blocked and never lost."""
-    if not key:
-        gr.Warning("Analyze a prompt first.")
+    if not key or key.get("compare") or key.get("generate"):
+        gr.Warning("Analyze one prompt first (without Compare or Continue).")
         return gr.skip()
 
     def step(done: int, total: int) -> None:
@@ -172,45 +240,69 @@ def on_ablate(key: dict | None, progress=gr.Progress()):
     return gr.skip()
 
 
-def refuse(exc: AttnError, model: str, shown: dict | None) -> tuple:
+def refuse(exc: AttnError, model: str, shown_key: dict | None) -> tuple:
     """A refused analysis: a toast and the note say why; everything else stays as it was,
     so the last good analysis and the controls stay usable."""
     gr.Warning(escape(str(exc)))  # toasts render HTML: show "<BOS>" as text
-    note = str(exc) + (" The views below still show the last analysis." if shown else "")
-    return (gr.skip(),) * 5 + (model_status(model), note_html(note))
+    note = str(exc) + (" The views below still show the last analysis." if shown_key else "")
+    return (gr.skip(),) * 5 + (model_status(model), note_html(note), gr.skip())
 
 
-def on_analyze(prompt: str, model: str, layer, head, shown: dict | None = None, progress=gr.Progress()):
-    """Analyze (one forward pass, cached) and size the controls to the model."""
+def on_analyze(prompt: str, model: str, layer, head, shown_key: dict | None = None, compare_on=False,
+               prompt_b: str = "", n_new=1, temperature=0.0, seed=0, step=0, progress=gr.Progress()):
+    """Analyze (one forward pass, cached), compare two prompts, or continue the prompt;
+    then size the controls to the model."""
+    key = {"model": model, "prompt": prompt, "compare": "", "generate": None}
+    step_control = gr.update(visible=False)
     try:
-        analysis = analyze(prompt, model, progress)
+        if compare_on:
+            ready(prompt, model, progress)
+            comparison = ENGINE.compare(prompt, prompt_b, model)
+            key["compare"], analysis = prompt_b, comparison.a
+            summary = cross_html(comparison.a, comparison.b, comparison.p_b_of_a_next, comparison.p_a_of_b_next)
+        elif int(n_new) > 1 or float(temperature) > 0:
+            ready(prompt, model, progress)
+            progress(None, desc=f"Generating up to {int(n_new)} tokens")
+            generation = ENGINE.generate(prompt, model, n_new, temperature, seed)
+            key["generate"] = [int(n_new), float(temperature), int(seed)]
+            step = min(max(int(step or 0), 0), generation.num_steps - 1)
+            analysis, summary = generation.step_analysis(step), generation_html(generation, step)
+            step_control = gr.update(maximum=max(generation.num_steps - 1, 1), value=step,
+                                     visible=generation.num_steps > 1)
+        else:
+            analysis = analyze(prompt, model, progress)
+            summary = summary_html(analysis)
     except AttnError as exc:
-        return refuse(exc, model, shown)
+        return refuse(exc, model, shown_key)
+    topk = top_k_html(analysis)
     layer, head = fit_controls(analysis, layer, head)
     return (
-        {"model": analysis.model, "prompt": analysis.prompt},
-        summary_html(analysis),
-        top_k_html(analysis),
+        key,
+        summary,
+        topk,
         gr.update(maximum=analysis.num_layers - 1, value=layer),
         gr.update(choices=head_choices(analysis.num_heads), value=head_choice(head)),
         model_status(model),
         "",
+        step_control,
     )
 
 
 def on_load(request: gr.Request):
-    """Deep links: ?prompt=...&model=...&layer=...&head=...&bos=...&all=1&measure=value.
+    """Deep links (attn/link.py): ?prompt=...&model=...&layer=...&head=...&bos=...&all=1
+    &measure=value&words=1, and &compare=... or &continue=N&temperature=T&seed=S&step=K.
 
     Without a link the page is already built with these defaults: the controls are left
     alone (a slider moved while this event waits is not reset) and only the status is fresh."""
     query = dict(request.query_params) if request is not None else {}
     if not query:
-        return (gr.skip(),) * 8 + (model_status(DEFAULT_MODEL),)
+        return (gr.skip(),) * 16 + (model_status(DEFAULT_MODEL),)
     link = read_link(query, specs={n: REGISTRY[n] for n in MODEL_NAMES}, default_model=DEFAULT_MODEL,
                      suggested_layer=lambda model: preset_layer(EXAMPLES[0], model))
     for note in link.notes:
         gr.Warning(escape(note))
     spec, view = REGISTRY[link.model], link.view
+    n_new, temperature, seed = link.generate
     return (
         link.prompt or EXAMPLES[0]["prompt"],
         gr.update(value=link.model),
@@ -219,43 +311,63 @@ def on_load(request: gr.Request):
         view.bos,
         view.show_all,
         view.measure,
+        link.words,
+        bool(link.compare),
+        gr.update(value=link.compare or EXAMPLES[1]["prompt"], visible=bool(link.compare)),
+        n_new,
+        temperature,
+        seed,
+        link.step,
+        gr.update(open=link.generate != (1, 0.0, 0)),
         bool(link.prompt),
         model_status(link.model),
     )
 
 
-def on_load_analyze(run: bool, prompt: str, model: str, layer, head, shown, progress=gr.Progress()):
+def on_load_analyze(run: bool, *args, progress=gr.Progress()):
     """After on_load: analyze the link's prompt, when the link had one."""
     if not run:
-        return (gr.skip(),) * 7
-    return on_analyze(prompt, model, layer, head, shown, progress)
+        return (gr.skip(),) * 8
+    return on_analyze(*args, progress=progress)
 
 
 # ---- API -------------------------------------------------------------------------------
+def api(job):
+    """An API call: AttnErrors become readable gr.Errors."""
+    try:
+        return job()
+    except AttnError as exc:
+        raise gr.Error(str(exc)) from None
+
+
 def api_analyze(prompt: str, model: str = BUNDLED) -> dict:
     """Analyze a prompt: next token, top-k, and the last position's attention for every
     layer and head (the JSON schema in the README)."""
-    try:
-        return analyze(prompt, model).to_json()
-    except AttnError as exc:
-        raise gr.Error(str(exc)) from None
+    return api(lambda: analyze(prompt, model).to_json())
 
 
 def api_view(prompt: str, model: str = BUNDLED, layer: int = 0, head: str = "mean", bos: str = "gray",
              measure: str = "raw") -> dict:
     """The weights one view shows (served from the cache when the prompt was analyzed)."""
-    try:
-        return view_json(analyze(prompt, model), View(layer=layer, head=parse_head(head), bos=bos, measure=measure))
-    except AttnError as exc:
-        raise gr.Error(str(exc)) from None
+    return api(lambda: view_json(analyze(prompt, model),
+                                 View(layer=layer, head=parse_head(head), bos=bos, measure=measure)))
 
 
 def api_ablate(prompt: str, model: str = BUNDLED) -> dict:
     """Delete each prompt token in turn: the next token's probability without it (README)."""
-    try:
-        return ENGINE.ablate(prompt, model).to_json()
-    except AttnError as exc:
-        raise gr.Error(str(exc)) from None
+    return api(lambda: ENGINE.ablate(prompt, model).to_json())
+
+
+def api_compare(prompt_a: str, prompt_b: str, model: str = BUNDLED) -> dict:
+    """Two prompts' analyses, their tokens aligned, and each one's probability of the
+    other's next token (README)."""
+    return api(lambda: ENGINE.compare(prompt_a, prompt_b, model).to_json())
+
+
+def api_generate(prompt: str, model: str = BUNDLED, max_new_tokens: int = 8, temperature: float = 0.0,
+                 seed: int = 0) -> dict:
+    """Continue a prompt (greedy at temperature 0) with every step's attention (README)."""
+    return api(lambda: ENGINE.generate(prompt, model, max_new_tokens, temperature, seed).to_json())
 
 
 def api_stats() -> dict:
@@ -264,6 +376,7 @@ def api_stats() -> dict:
     return {
         "forward_calls": ENGINE.forward_calls,
         "ablation_calls": ENGINE.ablation_calls,
+        "generate_calls": ENGINE.generate_calls,
         "cache": {"hits": s.hits, "misses": s.misses, "entries": s.entries, "bytes": s.bytes, "max_bytes": s.max_bytes},
         "models": {n: ENGINE.status(n)[0] for n in MODEL_NAMES},
     }
@@ -308,6 +421,19 @@ def build() -> gr.Blocks:
                     preset_buttons = [gr.Button(p["name"], size="sm", elem_id=f"preset-{i}")
                                       for i, p in enumerate(EXAMPLES)]
                 look_for = gr.Markdown("", elem_id="look-for")
+                with gr.Row():
+                    compare_on = gr.Checkbox(label="Compare with a second prompt (B)", value=False,
+                                             elem_id="compare-on", scale=1)
+                    prompt_b = gr.Textbox(EXAMPLES[1]["prompt"], label="Prompt B", lines=1, max_lines=6,
+                                          elem_id="prompt-b", visible=False, scale=3)
+                with gr.Accordion("Continue the prompt: generate, then step through", open=False,
+                                  elem_id="continue") as continue_box:
+                    with gr.Row():
+                        n_new = gr.Slider(1, 32, step=1, value=1, label="Continue for N tokens (1 = the lab)",
+                                          elem_id="n-new", scale=2)
+                        temperature = gr.Slider(0, 2, step=0.1, value=0, label="Temperature (0 = greedy)",
+                                                elem_id="temperature", scale=2)
+                        seed = gr.Number(0, label="Seed (sampling)", precision=0, minimum=0, elem_id="seed", scale=1)
             with gr.Column(scale=2):
                 model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", elem_id="model")
                 status = gr.Markdown(model_status(DEFAULT_MODEL), elem_id="model-status")
@@ -330,6 +456,11 @@ def build() -> gr.Blocks:
         measure = gr.Radio(MEASURE_CHOICES, value="raw", label="Measure", elem_id="measure",
                            info="Raw weights (the lab); weighted by how far each value moves the output "
                                 "(Kobayashi et al. 2020); or traced through every layer (Abnar & Zuidema 2020)")
+        with gr.Row():
+            by_words = gr.Checkbox(label="Words, not pieces (attention summed per word)", value=False,
+                                   elem_id="words", scale=1)
+            step = gr.Slider(0, 31, step=1, value=0, label="Step: the generated token whose prediction is shown",
+                             elem_id="step", visible=False, scale=3)
         layer_info = gr.Markdown(elem_id="layer-info")
         figure = gr.HTML(elem_id="figure")
         tokens_view = gr.HTML(elem_id="tokens")
@@ -344,13 +475,13 @@ def build() -> gr.Blocks:
         with gr.Row():
             export_btn = gr.Button("Download this view (PNG, SVG, CSV, JSON)", size="sm", elem_id="export", scale=1)
             exported = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files",
-                               scale=4)
+                               scale=4, height=140)
         autorun = gr.State(False)
 
-        view_inputs = [key, layer, head, bos, show_all, measure]
-        view_outputs = [figure, tokens_view, ablation, overview, layer_info, link_query, note]
-        analysis_inputs = [prompt, model, layer, head, key]
-        analysis_outputs = [key, summary, topk, layer, head, status, note]
+        view_inputs = [key, step, layer, head, bos, show_all, measure, by_words]
+        view_outputs = [figure, tokens_view, ablation, overview, layer_info, link_query, summary, topk, note]
+        analysis_inputs = [prompt, model, layer, head, key, compare_on, prompt_b, n_new, temperature, seed, step]
+        analysis_outputs = [key, summary, topk, layer, head, status, note, step]
         # Progress shows where the result will appear, never over the controls (which are
         # outputs only to be sized to the model) nor over the status.
         analyzing = dict(api_visibility="private", concurrency_limit=2, show_progress_on=[summary, figure])
@@ -369,8 +500,9 @@ def build() -> gr.Blocks:
                 button.click(fill, [model], [prompt, layer, look_for], **quiet)
                 .then(on_analyze, analysis_inputs, analysis_outputs, **analyzing)
             )
-        gr.on([layer.change, head.change, bos.change, show_all.change, measure.change], on_view, view_inputs,
-              view_outputs, **quiet)
+        gr.on([layer.change, head.change, bos.change, show_all.change, measure.change, by_words.change,
+               step.change], on_view, view_inputs, view_outputs, **quiet)
+        compare_on.change(lambda on: gr.update(visible=on), [compare_on], [prompt_b], **quiet)
         then_view(ablate_btn.click(on_ablate, [key], [ablation], api_visibility="private", concurrency_limit=1,
                                    show_progress_on=[ablation]))
         model.change(model_status, [model], [status], **quiet)
@@ -380,13 +512,16 @@ def build() -> gr.Blocks:
 
         # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
         # No progress: the page is usable while this waits (behind a model load, say).
-        load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, measure, autorun, status],
+        load = demo.load(on_load, None, [prompt, model, layer, head, bos, show_all, measure, by_words, compare_on,
+                                          prompt_b, n_new, temperature, seed, step, continue_box, autorun, status],
                          api_visibility="private", show_progress="hidden")
         then_view(load.then(on_load_analyze, [autorun, *analysis_inputs], analysis_outputs, **analyzing))
 
         gr.api(api_analyze, api_name="analyze", concurrency_limit=2)
         gr.api(api_view, api_name="view", concurrency_limit=4)
         gr.api(api_ablate, api_name="ablate", concurrency_limit=1)
+        gr.api(api_compare, api_name="compare", concurrency_limit=2)
+        gr.api(api_generate, api_name="generate", concurrency_limit=1)
         gr.api(api_stats, api_name="stats", queue=False)
     return demo
 

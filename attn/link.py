@@ -1,5 +1,7 @@
 """Deep links: a page address's query
-(?prompt=...&model=...&layer=...&head=...&bos=...&all=1&measure=value)
+(?prompt=...&model=...&layer=...&head=...&bos=...&all=1&measure=value&words=1, plus
+&compare=<prompt B> for a comparison, or &continue=N[&temperature=T&seed=S]&step=K for a
+continuation)
 read into a view, and a view written back as one.
 
 A link is checked against the model's spec, before any analysis exists, by the same rule
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from .errors import ViewError, echo
+from .generation import check_settings
 from .models import ModelSpec
 from .view import View, check_bos, check_head, check_layer, check_measure, nearest_layer, parse_head
 
@@ -24,6 +27,10 @@ class Link:
     model: str
     view: View
     notes: list[str] = field(default_factory=list)  # why values in the link were replaced
+    compare: str = ""  # prompt B, "" when the link compares nothing
+    generate: tuple[int, float, int] = (1, 0.0, 0)  # (tokens to generate, temperature, seed): (1, 0, 0) is the lab
+    step: int = 0
+    words: bool = False
 
 
 def read_link(
@@ -75,16 +82,42 @@ def read_link(
         notes.append(f"Unknown measure in the link ({echo(measure)}); showing raw attention.")
         measure = "raw"
     view = View(layer=layer, head=head, bos=bos, show_all=show_all, measure=measure)
-    return Link(query.get("prompt", ""), model, view, notes)
+    generate = (1, 0.0, 0)
+    if "continue" in query:
+        try:
+            settings = check_settings(query.get("continue"), query.get("temperature", 0), query.get("seed", 0))
+            generate = (settings.max_new_tokens, settings.temperature, settings.seed or 0)
+        except ViewError as exc:
+            notes.append(f"{exc} Predicting one token.")
+    try:
+        step = max(0, int(query.get("step", 0)))
+    except ValueError:
+        notes.append("The link's step is not a number; showing the first.")
+        step = 0
+    return Link(query.get("prompt", ""), model, view, notes, compare=query.get("compare", ""), generate=generate,
+                step=step, words=query.get("words", "0") in ("1", "true", "yes"))
 
 
-def share_query(prompt: str, model: str, view: View) -> str:
-    """The query that opens this view of this prompt ('?prompt=...')."""
-    params = {"prompt": prompt, "model": model, "layer": int(view.layer), "head": parse_head(view.head)}
+def share_query(prompt: str, model: str, view: View, *, compare: str = "", generate=None, step: int = 0,
+                words: bool = False) -> str:
+    """The query that opens this view of this prompt ('?prompt=...'); `generate` is
+    (tokens, temperature, seed) of a continuation shown at `step`."""
+    params = {"prompt": prompt}
+    if compare:
+        params["compare"] = compare
+    params.update({"model": model, "layer": int(view.layer), "head": parse_head(view.head)})
     if view.bos != "gray":
         params["bos"] = view.bos
     if view.show_all:
         params["all"] = 1
     if view.measure != "raw":
         params["measure"] = view.measure
+    if words:
+        params["words"] = 1
+    if generate and not compare and (generate[0] > 1 or generate[1]):
+        n, temperature, seed = generate
+        params["continue"] = int(n)
+        if temperature:
+            params.update(temperature=float(temperature), seed=int(seed))
+        params["step"] = int(step)
     return "?" + urlencode(params)

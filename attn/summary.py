@@ -7,6 +7,7 @@ from __future__ import annotations
 from html import escape
 
 from .analysis import Analysis
+from .generation import Generation
 from .labels import head_label
 from .models import ModelSpec
 from .palette import BLUE, PREDICTED, PREDICTED_FILL
@@ -50,6 +51,28 @@ def summary_html(analysis: Analysis) -> str:
         f"{continuation_html(analysis)}"
         f'<div style="font-size:12px;color:#666;margin-top:4px">{analysis.num_tokens} tokens with &lt;BOS&gt; · '
         f"{analysis.model} ({analysis.dtype})</div>"
+    )
+
+
+def generation_html(gen: Generation, step: int) -> str:
+    """The prompt continued by the generated tokens, each marked, the one step `step`
+    predicts boxed; then how they were chosen."""
+    tail = gen.prompt[-300:]
+    cut = "…" if len(gen.prompt) > 300 else ""
+    marks = []
+    for k, (token, prob) in enumerate(zip(gen.generated, gen.probs)):
+        style = (f"border:2px solid {PREDICTED};background:{PREDICTED_FILL};font-weight:bold;" if k == step else
+                 "border:1px dotted #7a3db8;background:#f3ecfa;")
+        marks.append(f'<mark class="attn-gen-token" title="{escape(f"step {k}: {token!r}, p = {prob:.3f}", quote=True)}" '
+                     f'style="{style}color:#222;border-radius:3px">{escape(token)}</mark>')
+    how = "greedy" if gen.temperature == 0 else f"sampled at temperature {gen.temperature:g}, seed {gen.seed}"
+    stop = " (stopped at the end-of-text token)" if gen.stopped_at_eos else ""
+    return (
+        f'<div class="attn-continuation" style="white-space:pre-wrap;font-size:16px">{cut}{escape(tail)}'
+        f'{"".join(marks)}</div>'
+        f'<div style="font-size:12px;color:#666;margin-top:4px">{gen.num_steps} tokens generated, {how}{stop}, '
+        f"one at a time with the KV cache. Step {step} (boxed) is the one the views show: what the model "
+        f"attended to when it chose {escape(repr(gen.generated[step]))}. · {gen.model} ({gen.dtype})</div>"
     )
 
 
