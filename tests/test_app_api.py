@@ -91,12 +91,14 @@ def assert_schema(result: dict, prompt: str) -> None:
 
 def test_named_endpoints_are_exactly_analyze_view_ablate_stats(client):
     named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(named) == {"/analyze", "/view", "/ablate", "/stats"}
+    assert set(named) == {"/analyze", "/view", "/ablate", "/compare", "/generate", "/stats"}
     params = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in named.items()}
     assert params == {
         "/analyze": ["prompt", "model"],
         "/view": ["prompt", "model", "layer", "head", "bos", "measure"],
         "/ablate": ["prompt", "model"],
+        "/compare": ["prompt_a", "prompt_b", "model"],
+        "/generate": ["prompt", "model", "max_new_tokens", "temperature", "seed"],
         "/stats": [],
     }
 
@@ -233,6 +235,40 @@ def test_a_bad_ablate_request_is_a_readable_error(client, prompt, model, expecte
     assert api_error(lambda: client.predict(prompt, model, api_name="/ablate")) == expected
     after = stats(client)
     assert (after["forward_calls"], after["ablation_calls"]) == (before["forward_calls"], before["ablation_calls"])
+
+
+def test_compare_is_two_analyses_with_hungry_and_thirsty_aligned_one_to_one(client, thirsty):
+    hungry_prompt = THIRSTY.replace("thirsty", "hungry")
+    result = client.predict(hungry_prompt, THIRSTY, MODEL, api_name="/compare")
+    assert result["b"] == thirsty
+    assert result["a"] == client.predict(hungry_prompt, MODEL, api_name="/analyze")
+    tokens_a, tokens_b = result["a"]["tokens"], result["b"]["tokens"]
+    pairs = [tuple(p) for p in result["alignment"]]
+    shared = [(i, j) for i, j in pairs if i is not None and j is not None]
+    assert all(tokens_a[i] == tokens_b[j] for i, j in shared)
+    assert len(shared) == len(tokens_a) - 1 == len(tokens_b) - 1  # all but the changed word, once each
+    assert (tokens_a.index(" hungry"), None) in pairs and (None, tokens_b.index(" thirsty")) in pairs
+    assert 0 <= result["p_b_of_a_next"] <= 1 and 0 <= result["p_a_of_b_next"] <= 1
+
+
+def test_a_bad_second_prompt_says_which_prompt(client):
+    msg = api_error(lambda: client.predict(THIRSTY, "   ", MODEL, api_name="/compare"))
+    assert msg == "Prompt B: The prompt is empty: type some text to analyse."
+
+
+def test_generate_gives_each_step_its_attention_over_the_keys_before_it(client, thirsty):
+    result = client.predict(THIRSTY, MODEL, 4, api_name="/generate")
+    assert {"prompt", "generated_ids", "generated", "steps"} <= set(result)
+    assert result["generated"][0] == " water" and len(result["steps"]) == len(result["generated_ids"]) == 4
+    n_prompt = len(thirsty["tokens"])
+    for k, step in enumerate(result["steps"]):
+        assert (step["token"], step["id"]) == (result["generated"][k], result["generated_ids"][k])
+        assert len(step["attention"]) == NUM_LAYERS and len(step["attention"][0]) == NUM_HEADS
+        assert all(len(head) == n_prompt + k for layer in step["attention"] for head in layer)
+    assert result["steps"][0]["attention"] == thirsty["attention"]  # step 0 is the prompt's own prediction
+    before = stats(client)["generate_calls"]
+    assert client.predict(THIRSTY, MODEL, 4, api_name="/generate") == result  # cached
+    assert stats(client)["generate_calls"] == before
 
 
 def test_a_new_prompt_costs_exactly_one_forward_pass(client):

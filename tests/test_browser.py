@@ -597,3 +597,57 @@ def test_download_this_view_gives_the_four_files(page, app, tmp_path):
     view = Client(app.url, verbose=False).predict(THIRSTY, MODEL, 12, "mean", "gray", "value", api_name="/view")
     assert weights == pytest.approx(view["weights"], abs=2e-6)
     assert json.loads(saved["jide-was-thirsty-so-she__gemma-3-270m.json"])["schema"] == "attn-analysis/2"
+
+
+def test_a_compare_link_opens_both_diagrams_and_the_difference_strip(page, app):
+    open_app(page, app, {"prompt": HUNGRY, "compare": THIRSTY, "model": MODEL, "layer": 12})
+    wait_rendered(page)
+    expect(page.locator("#compare-on input")).to_be_checked()
+    expect(page.locator("#prompt-b textarea")).to_have_value(THIRSTY)
+    expect(page.locator("#figure img")).to_have_attribute("alt", re.compile("prompt A over prompt B"))
+    cells = page.locator("#figure .attn-diff-cell")
+    expect(cells).to_have_count(11)  # 9 shared tokens + " hungry" + " thirsty"
+    expect(page.locator("#continuation .attn-cross")).to_contain_text("' water'")
+    expect(page.locator("#tokens .attn-pred")).to_have_count(2)  # A's and B's highlighted tokens
+    from gradio_client import Client
+
+    api = Client(app.url, verbose=False).predict(HUNGRY, THIRSTY, MODEL, api_name="/compare")
+    thirsty_cell = cells.filter(has_text="thirsty")
+    b_weight = sum(h[api["b"]["tokens"].index(" thirsty")] for h in api["b"]["attention"][12]) / 4
+    assert float(thirsty_cell.get_attribute("data-delta")) == pytest.approx(b_weight, abs=1e-5)  # only in B
+    page.click("#copy-link")
+    expect(page.locator("#link textarea")).to_have_value(re.compile(r"compare=Jide"), timeout=T)
+    assert page.recorder.errors == []
+
+
+def test_generate_five_tokens_and_step_to_the_third_without_the_model(page, app):
+    open_app(page, app)
+    page.click(PRESET["Thirsty"])
+    wait_rendered(page)
+    page.click("#continue")  # the accordion
+    box = page.locator("#n-new input[type=number]")
+    box.fill("5")
+    box.press("Enter")
+    page.click("#analyze")
+    marks = page.locator("#continuation .attn-gen-token")
+    expect(marks).to_have_count(5, timeout=T)
+    expect(page.locator("#step")).to_be_visible()
+    before = app.stats()
+    from gradio_client import Client
+
+    api = Client(app.url, verbose=False).predict(THIRSTY, MODEL, 5, api_name="/generate")  # cached by the click
+    step = page.locator("#step input[type=number]")
+    step.fill("2")
+    step.press("Enter")
+    third = api["generated"][2]
+    expect(page.locator("#tokens .attn-pred")).to_have_text(third, timeout=T)
+    toks = page.locator("#tokens .attn-tok")
+    expect(toks).to_have_count(10 + 2)  # <BOS> + 9 prompt tokens + the 2 generated before step 2
+    weights = token_weights(page)
+    mean = [sum(h[k] for h in api["steps"][2]["attention"][12]) / 4 for k in range(12)]
+    assert weights == pytest.approx(mean, abs=2e-6)
+    after = app.stats()
+    assert (after["forward_calls"], after["generate_calls"]) == (before["forward_calls"], before["generate_calls"])
+    page.click("#copy-link")
+    expect(page.locator("#link textarea")).to_have_value(re.compile(r"continue=5.*step=2"), timeout=T)
+    assert page.recorder.errors == []
