@@ -294,6 +294,7 @@ def difference_html(a: Analysis, b: Analysis, alignment: Alignment, view: View) 
     body = np.abs(diff[1:])
     scale = float(body.max()) if body.size and body.max() > 0 else 1.0
     instead = _instead(a, b, alignment)
+    colours = _diverging(diff / scale)
     cells = []
     for k, entry in enumerate(alignment):
         token = _token(a, b, entry)
@@ -301,7 +302,7 @@ def difference_html(a: Analysis, b: Analysis, alignment: Alignment, view: View) 
         name = repr(token) + (f" (only in {only}; {instead[k]})" if only else "")
         values = (f"A {_value(wa[k], entry[0] is None)}, B {_value(wb[k], entry[1] is None)}, "
                   f"B−A {_signed(diff[k], 4)}")
-        cells.append(_cell(f"{name}: {values}", token, diff[k], diff[k] / scale, only))
+        cells.append(_cell(f"{name}: {values}", token, float(diff[k]), colours[k], only))
     where = "" if view.bos == "exclude" else " (scaled without &lt;BOS&gt;, whose own cell may saturate)"
     caption = (
         f"B − A: each token's {escape(_what(a, view))} in B minus in A, in percentage points; a token only "
@@ -324,14 +325,21 @@ def difference_html(a: Analysis, b: Analysis, alignment: Alignment, view: View) 
     )
 
 
-def _cell(tip: str, token: str, diff: float, t: float, only: str | None) -> str:
+def _diverging(t: np.ndarray) -> list[tuple[str, str]]:
+    """(background, text colour) for each difference as a fraction of the scale: from
+    near-white to blue (negative) or red (positive), full colour at ±1 and beyond."""
+    t = np.clip(t, -1.0, 1.0)[:, None]
+    zero = np.array(NO_DIFFERENCE, dtype=float)
+    ends = np.where(t > 0, np.array(MORE_IN_B, dtype=float), np.array(MORE_IN_A, dtype=float))
+    rgb = (zero + (ends - zero) * np.abs(t)).round().astype(int).tolist()
+    return [(f"rgb({r},{g},{b})", "#fff" if abs(x) > 0.55 else "#222") for (r, g, b), x in zip(rgb, t[:, 0])]
+
+
+def _cell(tip: str, token: str, diff: float, colour: tuple[str, str], only: str | None) -> str:
     """One entry: the token on its colour over the difference in percentage points; a
     changed token has a tag above ('only A') and an orange underline. Lean markup: a
     2048-token prompt has 2048 cells."""
-    t = float(np.clip(t, -1.0, 1.0))
-    end = np.array(MORE_IN_B if t > 0 else MORE_IN_A, dtype=float)
-    r, g, b_ = (np.array(NO_DIFFERENCE) + (end - NO_DIFFERENCE) * abs(t)).round().astype(int)
-    ink = "#fff" if abs(t) > 0.55 else "#222"
+    background, ink = colour
     points = round(100 * diff)
     shown = "0" if points == 0 else _signed(points, 0)
     tag = mark = ""
@@ -342,7 +350,7 @@ def _cell(tip: str, token: str, diff: float, t: float, only: str | None) -> str:
     return (
         f'<div class="attn-diff-cell {kind}" data-delta="{diff:.6f}" title="{escape(tip, quote=True)}" '
         f'style="min-width:{CELL_PX}px;text-align:center">{tag}'
-        f'<div style="background:rgb({r},{g},{b_});color:{ink};padding:2px 3px 4px;font-size:12px;white-space:pre{mark}">'
+        f'<div style="background:{background};color:{ink};padding:2px 3px 4px;font-size:12px;white-space:pre{mark}">'
         f'{escape(visible(token, 10))}<br><span style="font-size:10px">{shown}</span></div></div>'
     )
 
