@@ -70,7 +70,7 @@ from bench.inprocess import import_app  # noqa: E402
 from bench.children import child_main, gguf_child_main  # noqa: E402
 from bench.start import measure_launch, phase_full, phase_start  # noqa: E402
 from bench.analysis import phase_analysis  # noqa: E402
-from bench.switching import phase_switching  # noqa: E402
+from bench.switching import phase_step_and_compare, phase_switching  # noqa: E402
 from bench.long import phase_long  # noqa: E402
 from bench.concurrency import phase_concurrency  # noqa: E402
 from bench.measures import phase_measures  # noqa: E402
@@ -209,6 +209,7 @@ def main(argv=None) -> int:
             phase_mark("3 switching")
             try:
                 phase_switching(rep, ctx, cfg["switch_sizes"], cfg["switch_reps"])
+                phase_step_and_compare(rep, ctx, cfg["measure_reps"])
             except Exception as exc:
                 rep.error("3 switching", exc)
             phase_mark("6 measures")

@@ -64,10 +64,15 @@ def reset_figures(app_mod) -> None:
 
 def timed_render(app_mod, analysis, layer, head, bos, measure: str = "raw") -> float:
     key = {"model": analysis.model, "prompt": analysis.prompt}
+    return timed_view(app_mod, key, 0, layer, head, bos, measure)
+
+
+def timed_view(app_mod, key: dict, step: int, layer, head, bos, measure: str = "raw", words: bool = False) -> float:
+    """One app.on_view call, as a control change makes it."""
     t = now()
-    out = app_mod.on_view(key, layer, head, bos, False, measure)
+    out = app_mod.on_view(key, step, layer, head, bos, False, measure, words)
     dt = now() - t
-    assert isinstance(out, tuple) and len(out) == 7 and "<img" in out[0], "on_view gave no figure"
+    assert isinstance(out, tuple) and len(out) == 9 and "<img" in out[0], "on_view gave no figure"
     return dt
 
 
