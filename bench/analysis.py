@@ -41,7 +41,7 @@ def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
             t = now()
             a = app_mod.analyze(p_in, BUNDLED)
             t1 = now()
-            app_mod.on_view({"model": BUNDLED, "prompt": p_in}, PRESET_LAYER, MEAN, "gray", False)
+            app_mod.on_view({"model": BUNDLED, "prompt": p_in}, 0, PRESET_LAYER, MEAN, "gray", False, "raw", False)
             t2 = now()
             s["inproc_analysis_s"].append(t1 - t)
             s["inproc_views_s"].append(t2 - t1)

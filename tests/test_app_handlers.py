@@ -21,7 +21,7 @@ SHOWN = {"model": BUNDLED, "prompt": THIRSTY}  # the last good analysis
 
 
 def outputs(result: tuple) -> dict:
-    names = ["key", "summary", "topk", "layer", "head", "status", "note"]
+    names = ["key", "summary", "topk", "layer", "head", "status", "note", "step"]
     assert len(result) == len(names)
     return dict(zip(names, result))
 
@@ -30,7 +30,7 @@ def refused(prompt: str, model: str, message: str) -> dict:
     with pytest.warns(UserWarning) as toasts:
         out = outputs(app.on_analyze(prompt, model, 12, "Mean over heads", SHOWN))
     assert [str(t.message) for t in toasts] == [message]  # one toast, the message
-    for name in ("key", "summary", "topk", "layer", "head"):
+    for name in ("key", "summary", "topk", "layer", "head", "step"):
         assert out[name] == SKIP, name  # the last good analysis and the controls stay
     assert message in out["note"] and "The views below still show the last analysis." in out["note"]
     return out
@@ -70,8 +70,8 @@ def test_a_refusal_shows_markup_in_its_message_as_text(monkeypatch):
 
 def test_a_view_whose_analysis_left_the_cache_keeps_the_page_and_says_so():
     gone = {"model": BUNDLED, "prompt": "never analysed in this process"}
-    *views, note = app.on_view(gone, 3, "Mean over heads", "gray", False, "raw")
-    assert views == [SKIP] * 6
+    *views, note = app.on_view(gone, 0, 3, "Mean over heads", "gray", False, "raw", False)
+    assert views == [SKIP] * 8
     assert "left the shared cache; press Analyze to run it again" in note
 
 
@@ -80,8 +80,9 @@ def test_a_successful_view_leaves_the_note_alone(monkeypatch, gpt2):
     monkeypatch.setattr(app, "ENGINE", engine)
     prompt = "The quick brown fox jumps over the"
     engine.analyze(prompt, BUNDLED)
-    *views, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 1, "Mean over heads", "gray", False, "raw")
-    assert note == SKIP  # it may be explaining a refused analysis while the last one is redrawn
+    *views, summary, topk, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 0, 1, "Mean over heads", "gray",
+                                              False, "raw", False)
+    assert note == summary == topk == SKIP  # the note may be explaining a refused analysis meanwhile
     assert all(isinstance(v, str) and v for v in views)
 
 
@@ -90,12 +91,13 @@ def test_a_measure_the_model_lacks_is_refused_in_the_note_and_the_views_stay(mon
     monkeypatch.setattr(app, "ENGINE", engine)
     prompt = "The quick brown fox jumps over the"
     engine.analyze(prompt, BUNDLED)
-    *views, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 1, "Mean over heads", "gray", False, "value")
-    assert views == [SKIP] * 6  # GPT-2's fused qkv projection has no v_proj to weigh values by
+    *views, note = app.on_view({"model": BUNDLED, "prompt": prompt}, 0, 1, "Mean over heads", "gray", False, "value",
+                               False)
+    assert views == [SKIP] * 8  # GPT-2's fused qkv projection has no v_proj to weigh values by
     assert "Value-weighted attention is not available" in note
 
 
 def test_checking_by_removing_tokens_before_any_analysis_is_refused_with_a_toast():
     with pytest.warns(UserWarning) as toasts:
         out = app.on_ablate(None)
-    assert out == SKIP and [str(t.message) for t in toasts] == ["Analyze a prompt first."]
+    assert out == SKIP and [str(t.message) for t in toasts] == ["Analyze one prompt first (without Compare or Continue)."]
