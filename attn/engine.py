@@ -237,7 +237,8 @@ class Engine:
         return key, settings
 
     def _generate_uncached(self, model_name: str, prompt: str, settings: generation.Settings) -> Generation:
-        encoded = inference.encode(self.model(model_name).tokenizer, prompt, self.max_tokens)  # bad input: no model call
+        tokenizer = self.model(model_name).tokenizer
+        encoded = inference.encode(tokenizer, prompt, self.max_tokens)  # bad input: no model call
         with self._run_locks[model_name]:
             self.generate_calls += 1
             outcome = self._generate(model_name, prompt, encoded, settings)

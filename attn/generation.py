@@ -14,8 +14,8 @@ Memory at a 2048-token prompt + 32 steps (Gemma 3 270M, float32, CPU): the resul
 (32, 18, 4, 2079) float32 = 18.3 MiB of attention (19.3 MiB in all, against 1.5 MiB for an
 analysis); the prefill computes one layer's (4, 2048, 2048) weights at a time (64 MiB, let go
 with the layer) where an analysis keeps all 18 layers' (1.2 GB). Peak RSS of a fresh process,
-measured: loaded 1.64 GiB; load + generation 2.04 GiB; load + analysis of the same prompt
-3.13 GiB (`python bench/generation.py --memory`).
+two runs: loaded 1.6 GiB; load + generation 2.0 GiB; load + analysis of the same prompt
+3.1 GiB (`python bench/generation.py --memory`).
 """
 
 from __future__ import annotations
