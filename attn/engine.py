@@ -226,7 +226,8 @@ class Engine:
     def cached_generation(
         self, prompt: str, model_name: str, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0
     ) -> Generation | None:
-        """The generation if it is cached (for views: never runs the model)."""
+        """The generation if it is cached (for views: never runs the model). Settings that
+        `generate` would refuse raise the same ViewError."""
         return self.cache.get(self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)[0])
 
     def _generation_key(self, prompt, model_name, max_new_tokens, temperature, seed):

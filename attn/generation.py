@@ -20,6 +20,7 @@ two runs: loaded 1.6 GiB; load + generation 2.0 GiB; load + analysis of the same
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -243,36 +244,30 @@ def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Gen
     chosen_p, top_p, top_i = [], [], []
     step_input = torch.tensor([ids], device=device)
     cache = None
-    with torch.inference_mode(), rows:
-        if values is not None:
-            values.__enter__()
-        try:
-            for k in range(steps):
-                n_keys = n_prompt + k
-                rows.target, rows.n_keys = attention[k], n_keys
-                out = _step(loaded.model, step_input, cache)
-                cache = out.cache
-                if values is not None:
-                    new = torch.stack([values.value_norms[i] for i in range(len(modules))])  # (L, H, fed)
-                    norms[:, :, n_keys - new.shape[-1]:n_keys] = new.float()
-                logits = out.logits[0, -1].float()
-                p = torch.softmax(logits, dim=-1)
-                if sampler is None:
-                    next_id = int(torch.argmax(logits))
-                else:
-                    sample_p = torch.softmax(logits / settings.temperature, dim=-1)
-                    next_id = int(torch.multinomial(sample_p, 1, generator=sampler))
-                top = torch.topk(p, k=min(TOP_K, p.numel()))
-                chosen.append(next_id)
-                chosen_p.append(p[next_id])
-                top_p.append(top.values)
-                top_i.append(top.indices)
-                if next_id in stop_ids:
-                    break
-                step_input = torch.tensor([[next_id]], device=device)
-        finally:
-            if values is not None:
-                values.__exit__(None, None, None)
+    with torch.inference_mode(), rows, values or contextlib.nullcontext():
+        for k in range(steps):
+            n_keys = n_prompt + k
+            rows.target, rows.n_keys = attention[k], n_keys
+            out = _step(loaded.model, step_input, cache)
+            cache = out.cache
+            if values is not None:  # the keys this pass added: the prompt's, then one a step
+                new = torch.stack([values.value_norms[i] for i in range(len(modules))])  # (L, H, fed)
+                norms[:, :, n_keys - new.shape[-1]:n_keys] = new.float()
+            logits = out.logits[0, -1].float()
+            p = torch.softmax(logits, dim=-1)
+            if sampler is None:
+                next_id = int(torch.argmax(logits))
+            else:
+                sample_p = torch.softmax(logits / settings.temperature, dim=-1)
+                next_id = int(torch.multinomial(sample_p, 1, generator=sampler))
+            top = torch.topk(p, k=min(TOP_K, p.numel()))
+            chosen.append(next_id)
+            chosen_p.append(p[next_id])
+            top_p.append(top.values)
+            top_i.append(top.indices)
+            if next_id in stop_ids:
+                break
+            step_input = torch.tensor([[next_id]], device=device)
         del out, cache
         n = len(chosen)
         attention = attention[:n, :, :, :n_prompt + n - 1]
