@@ -11,6 +11,7 @@ import sys
 from . import models
 from .engine import Engine
 from .errors import AttnError
+from .generation import check_settings
 from .labels import head_label, visible
 from .view import View, check_view, row, strongest
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     engine = Engine(model_names=[args.model])
     try:
+        if args.generate is not None:  # refused before the model loads
+            check_settings(args.generate, args.temperature, args.seed)
         analysis = engine.analyze(args.prompt, args.model)
         layer = analysis_layer(engine, args)
         view = check_view(analysis, View(layer=layer, head=args.head, bos=args.bos))

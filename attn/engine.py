@@ -226,7 +226,8 @@ class Engine:
     def cached_generation(
         self, prompt: str, model_name: str, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0
     ) -> Generation | None:
-        """The generation if it is cached (for views: never runs the model)."""
+        """The generation if it is cached (for views: never runs the model). Settings that
+        `generate` would refuse raise the same ViewError."""
         return self.cache.get(self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)[0])
 
     def _generation_key(self, prompt, model_name, max_new_tokens, temperature, seed):
@@ -237,7 +238,8 @@ class Engine:
         return key, settings
 
     def _generate_uncached(self, model_name: str, prompt: str, settings: generation.Settings) -> Generation:
-        encoded = inference.encode(self.model(model_name).tokenizer, prompt, self.max_tokens)  # bad input: no model call
+        tokenizer = self.model(model_name).tokenizer
+        encoded = inference.encode(tokenizer, prompt, self.max_tokens)  # bad input: no model call
         with self._run_locks[model_name]:
             self.generate_calls += 1
             outcome = self._generate(model_name, prompt, encoded, settings)

@@ -14,12 +14,13 @@ Memory at a 2048-token prompt + 32 steps (Gemma 3 270M, float32, CPU): the resul
 (32, 18, 4, 2079) float32 = 18.3 MiB of attention (19.3 MiB in all, against 1.5 MiB for an
 analysis); the prefill computes one layer's (4, 2048, 2048) weights at a time (64 MiB, let go
 with the layer) where an analysis keeps all 18 layers' (1.2 GB). Peak RSS of a fresh process,
-measured: loaded 1.64 GiB; load + generation 2.04 GiB; load + analysis of the same prompt
-3.13 GiB (`python bench/generation.py --memory`).
+two runs: loaded 1.6 GiB; load + generation 2.0 GiB; load + analysis of the same prompt
+3.1 GiB (`python bench/generation.py --memory`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -243,36 +244,30 @@ def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Gen
     chosen_p, top_p, top_i = [], [], []
     step_input = torch.tensor([ids], device=device)
     cache = None
-    with torch.inference_mode(), rows:
-        if values is not None:
-            values.__enter__()
-        try:
-            for k in range(steps):
-                n_keys = n_prompt + k
-                rows.target, rows.n_keys = attention[k], n_keys
-                out = _step(loaded.model, step_input, cache)
-                cache = out.cache
-                if values is not None:
-                    new = torch.stack([values.value_norms[i] for i in range(len(modules))])  # (L, H, fed)
-                    norms[:, :, n_keys - new.shape[-1]:n_keys] = new.float()
-                logits = out.logits[0, -1].float()
-                p = torch.softmax(logits, dim=-1)
-                if sampler is None:
-                    next_id = int(torch.argmax(logits))
-                else:
-                    sample_p = torch.softmax(logits / settings.temperature, dim=-1)
-                    next_id = int(torch.multinomial(sample_p, 1, generator=sampler))
-                top = torch.topk(p, k=min(TOP_K, p.numel()))
-                chosen.append(next_id)
-                chosen_p.append(p[next_id])
-                top_p.append(top.values)
-                top_i.append(top.indices)
-                if next_id in stop_ids:
-                    break
-                step_input = torch.tensor([[next_id]], device=device)
-        finally:
-            if values is not None:
-                values.__exit__(None, None, None)
+    with torch.inference_mode(), rows, values or contextlib.nullcontext():
+        for k in range(steps):
+            n_keys = n_prompt + k
+            rows.target, rows.n_keys = attention[k], n_keys
+            out = _step(loaded.model, step_input, cache)
+            cache = out.cache
+            if values is not None:  # the keys this pass added: the prompt's, then one a step
+                new = torch.stack([values.value_norms[i] for i in range(len(modules))])  # (L, H, fed)
+                norms[:, :, n_keys - new.shape[-1]:n_keys] = new.float()
+            logits = out.logits[0, -1].float()
+            p = torch.softmax(logits, dim=-1)
+            if sampler is None:
+                next_id = int(torch.argmax(logits))
+            else:
+                sample_p = torch.softmax(logits / settings.temperature, dim=-1)
+                next_id = int(torch.multinomial(sample_p, 1, generator=sampler))
+            top = torch.topk(p, k=min(TOP_K, p.numel()))
+            chosen.append(next_id)
+            chosen_p.append(p[next_id])
+            top_p.append(top.values)
+            top_i.append(top.indices)
+            if next_id in stop_ids:
+                break
+            step_input = torch.tensor([[next_id]], device=device)
         del out, cache
         n = len(chosen)
         attention = attention[:n, :, :, :n_prompt + n - 1]
