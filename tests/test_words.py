@@ -220,3 +220,12 @@ def test_the_highlighted_words_are_the_prompt_exactly(split):
     assert [pos for pos, _ in shown] == list(range(merged.num_tokens))
     assert "".join(text for _, text in shown[1:]) == split.prompt
     assert "Jide" in [text for _, text in shown]
+def test_the_heatmap_labels_words(thirsty):
+    page = heatmap_html(words.merged(thirsty), View(layer=5))
+    audit_html(page)
+    assert ">Jide<" in page and ">J<" not in page and "prompt word" in page
+
+
+def test_views_of_words_say_word(split):
+    merged = words.merged(split)
+    assert "each word" in token_html(merged, View(layer=2)) and "each token" in token_html(split, View(layer=2))
