@@ -63,6 +63,9 @@ class Analysis:
     # final norm. Any token's probability is one unembedding away (no forward pass), which is
     # what a comparison of two prompts needs (attn/compare.py). Not part of the JSON.
     final_hidden: np.ndarray | None = None
+    # Tokens are whole words: pieces merged, weights summed (attn/words.py merged); views
+    # then say "word" where they name the unit.
+    words: bool = False
 
     @property
     def num_layers(self) -> int:
@@ -116,6 +119,8 @@ class Analysis:
         }
         if self.generated_from is not None:  # only a generation's steps carry it
             data["generated_from"] = int(self.generated_from)
+        if self.words:  # only a merged analysis carries it
+            data["words"] = True
         return data
 
     # ---- layer facts ------------------------------------------------------------------

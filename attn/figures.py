@@ -38,7 +38,7 @@ from matplotlib.transforms import IdentityTransform
 
 from .analysis import Analysis
 from .labels import MAX_LABEL_CHARS, head_label, measure_label, visible
-from .palette import BLUE, GRAY, PREDICTED, PREDICTED_FILL
+from .palette import BLUE, GENERATED, GRAY, PREDICTED, PREDICTED_FILL
 from .view import View, check_view, matrix, row
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
@@ -134,8 +134,11 @@ def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan
     if not fit:
         return plan(reduced_fontsize(n), 1)
     x = np.asarray(xs) * pitch
-    em_in = np.array([_em_width(t, "normal", "italic" if c == 0 else "normal") for t, c in zip(inputs, cols)])
-    em_out = np.array([_em_width(t, "bold" if c == last else "normal", "normal") + (0.4 if c == last else 0.0)
+    gen = generated_from(analysis)  # generated labels are italic, as <BOS> is
+    em_in = np.array([_em_width(t, "normal", "italic" if c == 0 or c >= gen else "normal")
+                      for t, c in zip(inputs, cols)])
+    em_out = np.array([_em_width(t, "bold" if c == last else "normal", "italic" if gen <= c + 1 <= last else "normal")
+                       + (0.4 if c == last else 0.0)
                        for t, c in zip(outputs, cols)])  # the prediction's box pads 0.2 em a side
     candidates = label_candidates(n)
     for fontsize, rows in candidates:
@@ -219,15 +222,35 @@ def diagram_lines(weights: np.ndarray, mat: np.ndarray | None, view: View, cols:
 
 
 def column_labels(x: float, output: str, inp: str, fontsize: float, shift: float, *,
-                  predicted: bool, bos: bool) -> tuple[Label, Label]:
+                  predicted: bool, bos: bool, generated_out: bool = False,
+                  generated_in: bool = False) -> tuple[Label, Label]:
     """A column's Output label (the prediction bold in its green box) and Input label
-    (<BOS> gray italic), `shift` further out for the staggered row."""
+    (<BOS> gray italic), `shift` further out for the staggered row. A label of a token
+    the model generated (`generated_out`, `generated_in`) is purple italic."""
+    out_colour = PREDICTED if predicted else GENERATED if generated_out else "black"
+    in_colour = "#777777" if bos else GENERATED if generated_in else "black"
     return (
-        Label(x, 1.07 + shift, output, fontsize, va="bottom", color=PREDICTED if predicted else "black",
-              weight="bold" if predicted else "normal", boxed=predicted),
+        Label(x, 1.07 + shift, output, fontsize, va="bottom", color=out_colour,
+              weight="bold" if predicted else "normal", boxed=predicted,
+              style="italic" if generated_out and not predicted else "normal"),
         Label(x, -0.07 - shift, inp, fontsize, va="top",
-              color="#777777" if bos else "black", style="italic" if bos else "normal"),
+              color=in_colour, style="italic" if bos or generated_in else "normal"),
     )
+
+
+def generated_from(analysis: Analysis) -> int:
+    """The index of the first generated token: past the last for a typed prompt."""
+    return analysis.num_tokens if analysis.generated_from is None else analysis.generated_from
+
+
+def generated_note(analysis: Analysis) -> str | None:
+    """The legend line for the tokens a generation step drew from its own earlier output."""
+    count = analysis.num_tokens - generated_from(analysis)
+    if count <= 0:
+        return None
+    unit = "word" if analysis.words else "token"
+    them = f"the {unit} the model generated" if count == 1 else f"the {count} {unit}s the model generated"
+    return f"Purple italic: {them} in earlier steps (not typed)."
 
 
 def gap_marks(x: float, hidden: int) -> tuple[Label, Label]:
@@ -276,12 +299,18 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = No
     if plan is None:
         plan = _plan(analysis, _columns(weights, max_columns or REDUCED_COLUMNS), title, fit=False)
     cols, xs, gaps = plan.cols, plan.xs, plan.gaps
+    unit = "words" if analysis.words else "tokens"
     if len(cols) < n:
         share = float(weights[cols].sum() / max(weights.sum(), 1e-12))
         notes.append(
-            f"Showing {len(cols)} of {n} tokens: <BOS>, the last, and the most attended "
-            f"({share:.0%} of this row's weight). ⋯ marks hidden tokens."
+            f"Showing {len(cols)} of {n} {unit}: <BOS>, the last, and the most attended "
+            f"({share:.0%} of this row's weight). ⋯ marks hidden {unit}."
         )
+    note_colours = ["#555555"] * len(notes)
+    generated = generated_note(analysis)
+    if generated is not None:
+        notes.append(generated)
+        note_colours.append(GENERATED)
 
     width = plan.width
     fig = Figure(figsize=(width, 3.6 + 0.25 * len(notes)), dpi=100)
@@ -295,17 +324,19 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = No
     segments, widths, colors = diagram_lines(weights, mat, view, cols, dict(zip(cols, xs)), last)
 
     labels = []
+    gen = generated_from(analysis)
     for k, (c, x) in enumerate(zip(cols, xs)):
         shift = step * ((len(cols) - 1 - k) % plan.rows)  # the prediction's column stays on the inner row
         labels.extend(column_labels(x, plan.outputs[k], plan.inputs[k], fontsize, shift,
-                                    predicted=c == last, bos=c == 0))
+                                    predicted=c == last, bos=c == 0, generated_out=c + 1 >= gen,
+                                    generated_in=c >= gen))
     for x, hidden in gaps:
         labels.extend(gap_marks(x, hidden))
     labels.extend(row_titles(bottom, 0.66))
     for k, line in enumerate((title, f"{analysis.model} predicts {visible(analysis.next_token, 24)!r}")):
         labels.append(Label(0.5, 0.98 - k * 0.2 / fig.get_figheight(), line, 12, va="top", on_figure=True))
-    for k, note in enumerate(notes):
-        labels.append(Label(0.01, 0.02 + 0.05 * k, note, 9, ha="left", color="#555555", on_figure=True))
+    for k, (note, colour) in enumerate(zip(notes, note_colours)):
+        labels.append(Label(0.01, 0.02 + 0.05 * k, note, 9, ha="left", color=colour, on_figure=True))
 
     fig.add_artist(Diagram(
         box=(left, bottom, 0.99 - left, 0.66), xlim=(-0.7, xs[-1] + 0.7), ylim=(-0.25, 1.25),

@@ -4,7 +4,8 @@
 It answers "which layers look where" and "which layer decides" at a glance. Built as HTML, not matplotlib: a few
 milliseconds instead of ~150 ms, exact weights on hover, and the browser's fonts. Past
 `CELL_LIMIT` tokens the cells become an image (one pixel per cell, scaled up by CSS)
-so a 2048-token prompt stays a small page.
+so a 2048-token prompt stays a small page. A generation step's own earlier tokens (not
+typed) have purple italic ticks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import numpy as np
 
 from .analysis import Analysis
 from .labels import head_label, measure_label, visible
-from .palette import GLOBAL_LAYER, HEATMAP_GRAY_HIGH, HEATMAP_GRAY_LOW, HEATMAP_HIGH, HEATMAP_LOW, PREDICTED
+from .palette import (
+    GENERATED,
+    GLOBAL_LAYER,
+    HEATMAP_GRAY_HIGH,
+    HEATMAP_GRAY_LOW,
+    HEATMAP_HIGH,
+    HEATMAP_LOW,
+    PREDICTED,
+)
 from .view import View, check_view, overview
 
 CELL_LIMIT = 160
@@ -76,14 +85,18 @@ def heatmap_html(analysis: Analysis, view: View, *, grid: str | None = None) -> 
     top = ", ".join(f"{escape(repr(visible(analysis.tokens[i], 20)))} ({data[:, i].mean():.2f})" for i in strongest)
     bos_note = "" if view.bos == "exclude" else " The gray first column is &lt;BOS&gt; (gray scale of its own)."
     what = escape(measure_label(view.measure))
+    unit = "word" if analysis.words else "token"
     if rollout:
         intro = (f"Attention rollout: one row, every layer and head combined; darker = more of the position "
-                 f"that predicts {escape(repr(analysis.next_token))} traces back to that token.")
+                 f"that predicts {escape(repr(analysis.next_token))} traces back to that {unit}.")
     else:
         intro = (f"Every layer at once ({what}, {escape(head_label(view.head))}): each row is a layer, each "
-                 f"column a prompt token; darker = more from the position that predicts "
+                 f"column a prompt {unit}; darker = more from the position that predicts "
                  f"{escape(repr(analysis.next_token))}. <b style=\"color:{GLOBAL_LAYER}\">G</b> = global layer, "
                  "L = local (sliding window).")
+    if _first_generated(analysis) < analysis.num_tokens:
+        intro += (f' <i style="color:{GENERATED}">Purple italic</i>: {unit}s the model generated in earlier '
+                  "steps (not typed).")
     lens = _lens_column(analysis, current) if analysis.logit_lens else ""
     lens_note = ""
     if lens:
@@ -157,7 +170,12 @@ def heatmap_grid(analysis: Analysis, view: View) -> str:
     rgb = _colours(data, view.bos)
     if data.shape[1] <= CELL_LIMIT:
         return _cell_grid(analysis, data, rgb, view.measure)
-    return _image_grid(rgb, data.shape[0])
+    return _image_grid(rgb, data.shape[0], analysis)
+
+
+def _first_generated(analysis: Analysis) -> int:
+    """The index of the first generated token: past the last for a typed prompt."""
+    return analysis.num_tokens if analysis.generated_from is None else analysis.generated_from
 
 
 def _cell_width(n: int) -> int:
@@ -171,13 +189,16 @@ def _grid_width(n: int) -> str:
 def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray, measure: str) -> str:
     n_layers, n = data.shape
     cell_w = _cell_width(n)
+    gen = _first_generated(analysis)
     names = [escape(repr(t), quote=True) for t in analysis.tokens]
+    notes = [f"#{j}, generated" if j >= gen else f"#{j}" for j in range(n)]
+    tick = ["color:#333"] * gen + [f"color:{GENERATED};font-style:italic"] * (n - gen)
     colours, values = rgb.tolist(), data.tolist()
     row_names = ["rollout"] if measure == "rollout" else [f"layer {i}" for i in range(n_layers)]
     rows = []
     for layer in range(n_layers):
         cells = "".join(
-            f'<i title="{row_names[layer]}, {names[j]} (#{j}): {values[layer][j]:.4f}" '
+            f'<i title="{row_names[layer]}, {names[j]} ({notes[j]}): {values[layer][j]:.4f}" '
             f'style="display:inline-block;width:{cell_w}px;height:{ROW_PX}px;background:rgb({r},{g},{b})"></i>'
             for j, (r, g, b) in enumerate(colours[layer])
         )
@@ -185,19 +206,24 @@ def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray, measure: s
     ticks = "".join(
         f'<span style="display:inline-block;width:{cell_w}px;height:90px;position:relative">'
         f'<span style="position:absolute;left:{cell_w // 2}px;top:2px;transform:rotate(60deg);'
-        f'transform-origin:0 0;white-space:pre;font-size:11px;color:#333">{escape(visible(analysis.tokens[j], 12))}'
+        f'transform-origin:0 0;white-space:pre;font-size:11px;{tick[j]}">{escape(visible(analysis.tokens[j], 12))}'
         "</span></span>"
         for j in range(n)
     )
     return f'{"".join(rows)}<div style="white-space:nowrap;font-size:0">{ticks}</div>'
 
 
-def _image_grid(rgb: np.ndarray, n_layers: int) -> str:
+def _image_grid(rgb: np.ndarray, n_layers: int, analysis: Analysis) -> str:
     b64 = base64.b64encode(_png(rgb)).decode("ascii")
+    n, gen = rgb.shape[1], _first_generated(analysis)
+    units = "words" if analysis.words else "tokens"
+    generated = ""
+    if gen < n:
+        generated = f' <span style="color:{GENERATED};font-style:italic">The last {n - gen} were generated.</span>'
     return (
-        f'<img alt="attention heatmap, {n_layers} layers by {rgb.shape[1]} tokens" '
+        f'<img alt="attention heatmap, {n_layers} layers by {n} {units}" '
         f'src="data:image/png;base64,{b64}" style="width:100%;height:{n_layers * ROW_PX}px;'
         'image-rendering:pixelated;display:block">'
-        f'<div style="font-size:11px;color:#666">{rgb.shape[1]} tokens, left to right; '
-        "too many to label, so the most attended are listed below.</div>"
+        f'<div style="font-size:11px;color:#666">{n} {units}, left to right; '
+        f"too many to label, so the most attended are listed below.{generated}</div>"
     )

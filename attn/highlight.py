@@ -1,6 +1,7 @@
 """The highlighted-token HTML view: the prompt shaded by the attention the predicted
 token pays each of its tokens. Every piece of user text is escaped; nothing a user
-typed can become markup."""
+typed can become markup. Tokens a generation step wrote itself (not typed) are
+underlined, dotted purple, and say so on hover."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from html import escape
 
 from .analysis import Analysis
 from .labels import head_label
-from .palette import BLUE_RGB, PREDICTED, PREDICTED_FILL
+from .palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL
 from .view import View, check_view, row
 
 SHADE = BLUE_RGB  # the line diagram's blue
+GENERATED_STYLE = (f"font-style:italic;text-decoration:underline dotted {GENERATED};"
+                   "text-decoration-thickness:2px;text-underline-offset:3px")
 
 
 def _attr(text: str) -> str:
@@ -39,17 +42,20 @@ def token_html(analysis: Analysis, view: View) -> str:
         'style="border:1px dashed #888;color:#666;background:#eee;border-radius:3px;'
         f'padding:0 3px;margin-right:4px;font-style:italic">&lt;BOS&gt; {bos_w:.0%}</span>'
     )
+    generated_from = analysis.num_tokens if analysis.generated_from is None else analysis.generated_from
     for pos in range(1, analysis.num_tokens):
         w = float(weights[pos])
         alpha = min(1.0, w / scale) if scale > 0 else 0.0
         start, stop = analysis.spans[pos]
         text = analysis.prompt[start:stop] or analysis.tokens[pos]
         fg = "#fff" if alpha > 0.55 else "#111"
-        tip = f"{analysis.tokens[pos]!r}, position {pos}, weight {w:.4f} ({w:.1%})"
+        generated = pos >= generated_from
+        kind, mark = (" attn-gen", f";{GENERATED_STYLE}") if generated else ("", "")
+        tip = f"{analysis.tokens[pos]!r}, position {pos}{', generated' if generated else ''}, weight {w:.4f} ({w:.1%})"
         parts.append(
-            f'<span class="attn-tok" data-pos="{pos}" data-weight="{w:.6f}" title="{_attr(tip)}" '
+            f'<span class="attn-tok{kind}" data-pos="{pos}" data-weight="{w:.6f}" title="{_attr(tip)}" '
             f'style="background:rgba({SHADE[0]},{SHADE[1]},{SHADE[2]},{alpha:.3f});color:{fg};'
-            f'border-radius:3px">{_token_text(text)}</span>'
+            f'border-radius:3px{mark}">{_token_text(text)}</span>'
         )
     parts.append(
         f'<span class="attn-pred" title="{_attr(f"predicted next token: {analysis.next_token!r}")}" '
@@ -63,9 +69,10 @@ def token_html(analysis: Analysis, view: View) -> str:
         if view.measure == "value":
             where = f"Value-weighted attention, {where[0].lower()}{where[1:]}"
     verb = {"raw": "attends to", "value": "takes from", "rollout": "traces back to"}[view.measure]
+    unit = "word" if analysis.words else "token"
     caption = (
         f"{where}: how much the position predicting <b>{escape(repr(analysis.next_token))}</b> {verb} "
-        "each token. Hover a token for its exact weight."
+        f"each {unit}. Hover a {unit} for its exact weight."
     )
     group = '<span style="display:inline-flex;align-items:center;gap:6px;white-space:nowrap">'
     legend = (  # three groups that wrap as wholes on a narrow screen
@@ -74,12 +81,16 @@ def token_html(analysis: Analysis, view: View) -> str:
         f'{group}<span>0</span><span style="display:inline-block;width:120px;height:10px;'
         f'background:linear-gradient(to right,rgba({SHADE[0]},{SHADE[1]},{SHADE[2]},0),'
         f'rgb({SHADE[0]},{SHADE[1]},{SHADE[2]}));border:1px solid #ccc"></span>'
-        f"<span>{scale:.3f} (strongest non-BOS token)</span></span>"
+        f"<span>{scale:.3f} (strongest non-BOS {unit})</span></span>"
         f'{group}<span style="border:1px dashed #888;background:#eee;padding:0 3px">&lt;BOS&gt;</span>'
         "<span>attention sink, shown apart</span></span>"
         f'{group}<span style="border:2px solid {PREDICTED};background:{PREDICTED_FILL};padding:0 3px">next</span>'
-        "<span>predicted token</span></span></div>"
+        "<span>predicted token</span></span>"
     )
+    if generated_from < analysis.num_tokens:
+        legend += (f'{group}<span style="{GENERATED_STYLE}">generated</span>'
+                   f"<span>written by the model in earlier steps, not typed</span></span>")
+    legend += "</div>"
     return (
         '<div class="attn-html" style="font-family:ui-sans-serif,system-ui,sans-serif">'
         f'<div style="font-size:13px;color:#333;margin-bottom:6px">{caption}</div>'

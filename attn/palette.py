@@ -30,3 +30,6 @@ CHANGED_FILL = "#fde7d4"
 MORE_IN_A = (33, 102, 172)
 MORE_IN_B = (178, 24, 43)
 NO_DIFFERENCE = (247, 247, 247)
+
+# A token the model generated (a step of a generation), not typed: its labels in every view.
+GENERATED = "#7b3294"

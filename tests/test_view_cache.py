@@ -3,12 +3,14 @@ the line diagram's geometry and the heatmap's shared grid."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
+from attn import generation, words
 from attn.figures import line_diagram_html
 from attn.inference import analyze
 from attn.view import View
@@ -197,3 +199,47 @@ def test_figures_drawn_on_many_threads_at_once_keep_their_labels_as_text(thirsty
     with ThreadPoolExecutor(max_workers=4) as pool:
         counts = list(pool.map(draw, range(240)))
     assert min(counts) >= 2 * thirsty.num_tokens  # both rows of labels, every time
+
+
+# ---- a drawing is keyed by what it shows, not by the prompt's text alone ---------------
+
+
+@pytest.fixture(scope="module")
+def step(bundled):
+    """Step 2 of the lab's prompt continued greedily: its `prompt` is the typed text plus
+    the 2 tokens generated before it."""
+    return generation.generate(bundled, THIRSTY, 3).step_analysis(2)
+
+
+def test_a_generation_step_and_the_typed_prompt_of_its_text_are_drawn_apart(bundled, step):
+    typed = analyze(bundled, step.prompt)  # the same text, typed
+    assert typed.prompt == step.prompt and typed.generated_from is None
+    figures = ViewCache(prefetch=False)
+    view = View(layer=5)
+    assert figures.line_svg(typed, view).data != figures.line_svg(step, view).data
+    assert figures.heatmap(typed, view) != figures.heatmap(step, view)
+    assert figures.rendered == 2 and "generated" in figures.heatmap(step, view)
+
+
+def test_another_next_token_of_the_same_text_is_drawn_apart(step):
+    """A sampled generation reaching the same text can predict another token."""
+    other = dataclasses.replace(step, next_token=" He", next_token_id=step.next_token_id + 1)
+    figures = ViewCache(prefetch=False)
+    first, second = figures.line_svg(step, View(layer=5)), figures.line_svg(other, View(layer=5))
+    assert first is not second and figures.rendered == 2 and "He" in second.data.decode()
+
+
+def test_words_and_pieces_are_drawn_apart(thirsty):
+    figures = ViewCache(prefetch=False)
+    view = View(layer=5)
+    pieces, whole = figures.line_svg(thirsty, view), figures.line_svg(words.merged(thirsty), view)
+    assert pieces.data != whole.data and b">Jide<" in whole.data and b">Jide<" not in pieces.data
+    assert ">Jide<" in figures.heatmap(words.merged(thirsty), view) and ">Jide<" not in figures.heatmap(thirsty, view)
+
+
+def test_words_merged_again_are_served_from_the_cache(thirsty):
+    """The page merges on every slider move: a new object with the same numbers is a hit."""
+    figures = ViewCache(prefetch=False)
+    first = figures.line_svg(words.merged(thirsty), View(layer=5))
+    again = figures.line_svg(words.merged(thirsty), View(layer=5))
+    assert again is first and figures.rendered == 1
