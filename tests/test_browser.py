@@ -651,3 +651,26 @@ def test_generate_five_tokens_and_step_to_the_third_without_the_model(page, app)
     page.click("#copy-link")
     expect(page.locator("#link textarea")).to_have_value(re.compile(r"continue=5.*step=2"), timeout=T)
     assert page.recorder.errors == []
+
+
+def test_words_merge_pieces_and_sum_their_attention(page, app):
+    open_app(page, app)
+    page.click(PRESET["Thirsty"])
+    wait_rendered(page)
+    pieces = token_weights(page)
+    texts = page.locator("#tokens .attn-tok").all_inner_texts()
+    assert texts[1:3] == ["J", "ide"]
+    calls = app.stats()["forward_calls"]
+    page.locator("#words input").check()
+    toks = page.locator("#tokens .attn-tok")
+    expect(toks).to_have_count(9, timeout=T)  # "J" + "ide" is one word
+    assert toks.nth(1).inner_text() == "Jide"
+    merged = token_weights(page)
+    assert merged[1] == pytest.approx(pieces[1] + pieces[2], abs=2e-6)
+    assert merged[2:] == pytest.approx(pieces[3:], abs=2e-6)
+    page.click("#copy-link")
+    expect(page.locator("#link textarea")).to_have_value(re.compile(r"words=1"), timeout=T)
+    page.locator("#words input").uncheck()
+    expect(toks).to_have_count(10, timeout=T)  # the exact per-token numbers, one toggle away
+    assert app.stats()["forward_calls"] == calls
+    assert page.recorder.errors == []
