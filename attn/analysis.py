@@ -66,6 +66,7 @@ class Analysis:
     # Tokens are whole words: pieces merged, weights summed (attn/words.py merged); views
     # then say "word" where they name the unit.
     words: bool = False
+    pieces: int | None = None  # with `words`: how many tokens the model saw (what a window counts)
 
     @property
     def num_layers(self) -> int:
@@ -138,7 +139,8 @@ class Analysis:
     def bos_outside_window(self, layer: int) -> bool:
         """This layer is local and the prompt is longer than its window: <BOS> is out of
         its sight for the predicting position."""
-        return self.is_local(layer) and bool(self.sliding_window) and self.num_tokens > self.sliding_window
+        seen = self.num_tokens if self.pieces is None else self.pieces  # a window counts pieces, not words
+        return self.is_local(layer) and bool(self.sliding_window) and seen > self.sliding_window
 
 
 def _rounded(values: np.ndarray | None, digits: int):

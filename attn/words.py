@@ -119,6 +119,11 @@ def merged(analysis: Analysis) -> Analysis:
       generated "sty" stay two words: the model wrote only the second).
     - The prediction, top-k, logit lens and final hidden state are the predicting
       position's, which merging does not move: kept as they are.
+    - `pieces` keeps the token count, which is what a sliding window counts
+      (`bos_outside_window`).
+    - Head modes combine the merged rows: "max over heads" is each word's largest summed
+      weight over heads (not a sum of per-piece maxima); value-weighted shares are summed
+      raw norms over the row's unchanged total.
 
     Costs a few milliseconds at 2048 tokens and caches nothing: a caller may.
     """
@@ -128,7 +133,7 @@ def merged(analysis: Analysis) -> Analysis:
     word_of = groups(analysis.tokens, start)
     firsts = _firsts(word_of)
     if len(firsts) == len(word_of):  # every word is one piece: the same numbers, now words
-        return replace(analysis, words=True)
+        return replace(analysis, words=True, pieces=analysis.num_tokens)
     lasts = np.r_[firsts[1:] - 1, len(word_of) - 1]
     summed = _summer(word_of)
     return replace(
@@ -142,4 +147,5 @@ def merged(analysis: Analysis) -> Analysis:
         rollout=None if analysis.rollout is None else summed(analysis.rollout),
         generated_from=None if start is None else int(word_of[start]) if start < len(word_of) else len(firsts),
         words=True,
+        pieces=analysis.num_tokens,
     )

@@ -3,6 +3,7 @@ attention summed per word without losing or inventing weight."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import xml.etree.ElementTree as ET
@@ -106,6 +107,7 @@ def test_jide_is_one_word_of_the_analysis(thirsty):
     assert (merged.next_token, merged.next_token_id, merged.top_k) == (
         thirsty.next_token, thirsty.next_token_id, thirsty.top_k)
     assert merged.logit_lens == thirsty.logit_lens
+    assert merged.to_json()["words"] is True and "words" not in thirsty.to_json()
 
 
 def test_a_word_weighs_what_its_pieces_weigh_in_every_layer_head_and_measure(split):
@@ -229,3 +231,13 @@ def test_the_heatmap_labels_words(thirsty):
 def test_views_of_words_say_word(split):
     merged = words.merged(split)
     assert "each word" in token_html(merged, View(layer=2)) and "each token" in token_html(split, View(layer=2))
+
+
+def test_a_sliding_window_still_counts_pieces():
+    """Gemma's local layers see the last 512 tokens: a prompt of 600 pieces in 300 words
+    has <BOS> out of their sight all the same."""
+    analysis = dataclasses.replace(hand_made(["<BOS>"] + [" J", "ide"] * 300, generated_from=None),
+                                   layer_types=["local"], sliding_window=512)
+    merged = words.merged(analysis)
+    assert merged.num_tokens == 301 and merged.pieces == 601
+    assert merged.bos_outside_window(0) and analysis.bos_outside_window(0)
