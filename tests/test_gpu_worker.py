@@ -116,6 +116,7 @@ def test_forward_passes_are_counted_in_the_main_process(forked_engine):
     assert engine.cache_stats().entries == 2
 
 
+@pytest.mark.slow  # the analysis and nine deletions in the worker, then again in process: 3 s of CPU
 def test_an_ablation_runs_its_batches_in_the_worker(forked_engine, bundled_f32):
     engine, gpu = forked_engine
     remote = engine.ablate(THIRSTY, BUNDLED)

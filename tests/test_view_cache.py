@@ -182,6 +182,7 @@ def test_the_heatmap_grid_is_built_once_for_every_layer_and_the_mark_moves(thirs
     assert len(figures.cache) == 2
 
 
+@pytest.mark.slow  # 240 figures on 4 threads, to catch a race: 2.5 s of CPU
 def test_figures_drawn_on_many_threads_at_once_keep_their_labels_as_text(thirsty):
     """A request and the prefetcher draw at the same time; matplotlib's SVG settings are
     process-wide, and a race once turned a figure's labels into glyph paths."""
