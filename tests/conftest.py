@@ -77,6 +77,15 @@ def on_cpu(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def thirsty_analysis(bundled):
+    """The bundled model's analysis of THIRSTY, made once for every test that only reads it
+    (each analysis is a forward pass and the logit lens: about half a second of CPU)."""
+    from attn.inference import analyze
+
+    return analyze(bundled, THIRSTY)
+
+
+@pytest.fixture(scope="session")
 def bundled_f32(bundled) -> LoadedModel:
     if bundled.dtype != "float32":
         pytest.skip(f"needs the bundled model in float32 (loaded as {bundled.dtype})")

@@ -28,8 +28,9 @@ def _one_by_one(loaded, ids, position, next_id) -> float:
 
 
 @pytest.fixture(scope="module")
-def thirsty(bundled_f32):
-    result = analyze(bundled_f32, THIRSTY)
+def thirsty(bundled_f32, thirsty_analysis):
+    result = thirsty_analysis  # conftest's analyze(bundled, THIRSTY): bundled is bundled_f32 here
+    assert result.prompt == THIRSTY
     return result, ablate(bundled_f32, result)
 
 

@@ -97,10 +97,10 @@ def forked_engine(bundled_f32):
     gpu.close()
 
 
-def test_an_analysis_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, bundled_f32):
+def test_an_analysis_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, thirsty_analysis):
     engine, gpu = forked_engine
     remote = engine.analyze(THIRSTY, BUNDLED)
-    local = attn.inference.analyze(bundled_f32, THIRSTY)
+    local = thirsty_analysis  # attn.inference.analyze(bundled_f32, THIRSTY), made once in conftest
     assert gpu.calls == 1 and gpu.worker_pids and multiprocessing.current_process().pid not in gpu.worker_pids
     assert remote.next_token == local.next_token == " water"
     # One CPU thread there, and here as many as conftest leaves (one, unless OMP_NUM_THREADS

@@ -25,13 +25,12 @@ LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50) 
 
 
 @pytest.fixture(scope="module")
-def thirsty(bundled):
-    """The bundled model's analysis of THIRSTY, made once for the tests that only read it."""
-    return analyze(bundled, THIRSTY)
+def thirsty(thirsty_analysis):
+    return thirsty_analysis  # conftest's: the bundled model's analysis of THIRSTY, made once
 
 
-def test_bundled_model_predicts_water_for_the_thirsty_prompt(bundled_f32):
-    result = analyze(bundled_f32, THIRSTY)
+def test_bundled_model_predicts_water_for_the_thirsty_prompt(bundled_f32, thirsty):
+    result = thirsty  # analyze(bundled_f32, THIRSTY): bundled_f32 skips unless it is float32
     assert result.next_token == " water"
     assert result.top_k[0].token == " water"
     assert result.top_k[0].id == result.next_token_id

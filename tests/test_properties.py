@@ -24,7 +24,7 @@ from attn.figures import line_diagram, to_svg
 from attn.heatmap import heatmap_html
 from attn.highlight import token_html
 from attn.summary import continuation_html, top_k_html
-from helpers import THIRSTY, audit_html
+from helpers import audit_html
 
 EXPLORE = os.environ.get("ATTN_HYPOTHESIS_EXPLORE") == "1"
 SETTINGS = dict(
@@ -97,8 +97,8 @@ def fabricated(base, text: str, cut: int):
 
 
 @pytest.fixture(scope="module")
-def base(engine):
-    return engine.analyze(THIRSTY, BUNDLED)
+def base(thirsty_analysis):
+    return thirsty_analysis  # conftest's: the bundled model's analysis of THIRSTY, made once
 
 
 @settings(max_examples=60, **SETTINGS)

@@ -10,16 +10,13 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from attn.figures import line_diagram_html
-from attn.inference import analyze
 from attn.view import View
 from attn.view_cache import ViewCache, likely_next
 
-from conftest import THIRSTY
-
 
 @pytest.fixture(scope="module")
-def thirsty(bundled):
-    return analyze(bundled, THIRSTY)
+def thirsty(thirsty_analysis):
+    return thirsty_analysis  # conftest's: the bundled model's analysis of THIRSTY, made once
 
 
 def wait_until(predicate, timeout=20.0):
