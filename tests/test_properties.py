@@ -101,6 +101,7 @@ def base(thirsty_analysis):
     return thirsty_analysis  # conftest's: the bundled model's analysis of THIRSTY, made once
 
 
+@pytest.mark.slow  # 60 generated texts through five renderers, twice: 2-3 s (test_robustness's markup cases stay fast)
 @settings(max_examples=60, **SETTINGS)
 @given(text=st.text(min_size=1), cut=st.integers(min_value=1, max_value=7))
 @example(text='"><img src=x onerror=alert(1)>', cut=3)

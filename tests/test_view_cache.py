@@ -43,6 +43,7 @@ def test_a_repeated_view_is_drawn_once(thirsty):
     assert again is first and figures.rendered == 1
 
 
+@pytest.mark.slow  # waits out a 2 s settle on purpose, so that the second request surely comes first
 def test_the_prefetcher_follows_the_latest_view_and_drops_the_one_left_behind(thirsty):
     """Mean over heads at layer 5, then at once max over heads: the background drawing
     serves the view on screen (max, every layer) and never the one the person left."""
