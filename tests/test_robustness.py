@@ -198,7 +198,8 @@ def assert_valid(analysis, prompt: str, special_ids: set[int], bos_id: int) -> N
 def fast_few(values, fast, ids=None):
     """Every value as a case; those not in `fast` are marked slow. Each case is a forward pass
     of the real model and every renderer run twice (about a second of CPU, several seconds
-    under load), so the fast subset keeps a few representative ones and the full run all."""
+    under load), so the fast subset keeps one representative of each sweep and the full run
+    all of them."""
     return [
         pytest.param(v, id=None if ids is None else ids[i], marks=() if v in fast else pytest.mark.slow)
         for i, v in enumerate(values)
@@ -239,7 +240,7 @@ def test_engine_refuses_a_prompt_that_is_not_text(engine, prompt):
         engine.analyze(prompt, MODEL)
 
 
-@pytest.mark.parametrize("prompt", fast_few(ONE_CHAR, fast={"😀", "\x00"}))
+@pytest.mark.parametrize("prompt", fast_few(ONE_CHAR, fast={"\x00"}))
 def test_engine_analyses_one_character(engine, special_ids, bos_id, prompt):
     analysis = engine.analyze(prompt, MODEL)
     assert_valid(analysis, prompt, special_ids, bos_id)
@@ -266,7 +267,7 @@ def test_the_token_limit_is_exact(bundled):
         small.analyze(" the" * 8, MODEL)
 
 
-@pytest.mark.parametrize("name", fast_few(list(UNICODE), fast={"control", "bidi-override"}))
+@pytest.mark.parametrize("name", fast_few(list(UNICODE), fast={"control"}))
 def test_engine_analyses_any_script_and_renders_it_as_text(engine, special_ids, bos_id, name):
     prompt = UNICODE[name]
     analysis = engine.analyze(prompt, MODEL)
