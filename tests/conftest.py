@@ -23,6 +23,14 @@ os.environ.setdefault("ATTN_CACHE_DIR", str(Path("~/.cache/attn-demo").expanduse
 
 import torch  # noqa: E402
 
+# One torch thread for the models run in this process (subprocesses such as app.py keep their
+# defaults). The tests' forward passes are small, tens of tokens: on a 2-core machine a second
+# thread saves nothing when it is idle, and when other work shares it the two threads wait for
+# each other at every operation (an analysis of THIRSTY: 0.5 s on one thread, 2-4 s on two at
+# a load of 3). OMP_NUM_THREADS, when the caller sets it, decides instead.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
+
 import attn.models  # noqa: E402
 from attn.models import LoadedModel  # noqa: E402
 from helpers import THIRSTY  # noqa: E402, F401 - `from conftest import THIRSTY` still works
@@ -66,6 +74,15 @@ def bundled() -> LoadedModel:
 def on_cpu(monkeypatch):
     """Load models on the CPU in float32 for this test, whatever machine runs it."""
     monkeypatch.setenv("ATTN_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def thirsty_analysis(bundled):
+    """The bundled model's analysis of THIRSTY, made once for every test that only reads it
+    (each analysis is a forward pass and the logit lens: about half a second of CPU)."""
+    from attn.inference import analyze
+
+    return analyze(bundled, THIRSTY)
 
 
 @pytest.fixture(scope="session")

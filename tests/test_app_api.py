@@ -13,8 +13,6 @@ import pytest
 import app_server
 from helpers import THIRSTY
 
-gradio_client = pytest.importorskip("gradio_client")
-
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = json.loads((ROOT / "examples.json").read_text(encoding="utf-8"))
 MODEL = app_server.BUNDLED
@@ -25,6 +23,8 @@ ROW_TOL = 1e-4  # rows are float32 softmax rows, rounded to 6 digits in the JSON
 
 @pytest.fixture(scope="module")
 def client(app):
+    # Imported here, not at the top: collecting the fast subset should not pay for it.
+    gradio_client = pytest.importorskip("gradio_client")
     return gradio_client.Client(app.url, verbose=False)
 
 

@@ -12,9 +12,22 @@ from __future__ import annotations
 
 import pytest
 
-import app
 from attn import BUNDLED, Engine, PromptError, UnknownModelError
 from helpers import THIRSTY
+
+# Importing app.py builds the Gradio page (about 10 s with gradio's own import): these tests
+# carry the `app` marker, and the import waits for the first of them, so that collecting the
+# fast subset (-m "not browser and not app and not slow") does not pay for it.
+pytestmark = pytest.mark.app
+app = None  # the app module, once _import_app has run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _import_app():
+    global app
+    import app as module
+
+    app = module
 
 SKIP = {"__type__": "update"}  # what gr.skip() returns
 SHOWN = {"model": BUNDLED, "prompt": THIRSTY}  # the last good analysis

@@ -19,6 +19,10 @@ from attn import convert
 from attn.inference import analyze
 from attn.models import LoadedModel
 
+# The reference (transformers' GGUF loading) takes about a minute and the conversion with its
+# tokenizer loads half a minute more of CPU: every test here waits for one or both.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = [example["prompt"] for example in json.loads((ROOT / "examples.json").read_text())]
 TEXTS = PRESETS + [

@@ -24,8 +24,13 @@ LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50) 
 # ---- the bundled model's prediction --------------------------------------------------
 
 
-def test_bundled_model_predicts_water_for_the_thirsty_prompt(bundled_f32):
-    result = analyze(bundled_f32, THIRSTY)
+@pytest.fixture(scope="module")
+def thirsty(thirsty_analysis):
+    return thirsty_analysis  # conftest's: the bundled model's analysis of THIRSTY, made once
+
+
+def test_bundled_model_predicts_water_for_the_thirsty_prompt(bundled_f32, thirsty):
+    result = thirsty  # analyze(bundled_f32, THIRSTY): bundled_f32 skips unless it is float32
     assert result.next_token == " water"
     assert result.top_k[0].token == " water"
     assert result.top_k[0].id == result.next_token_id
@@ -70,33 +75,46 @@ def _recompute_last_row(config, layer: int, q: torch.Tensor, k: torch.Tensor) ->
     return torch.softmax(scores, dim=-1).numpy()
 
 
-@pytest.fixture(scope="module")
-def recorded(bundled_f32):
-    """Analyses of a short and a long prompt, with each layer's queries and keys as they
-    leave q_norm/k_norm (before rotary), captured by hooks during the same forward pass."""
+def _record(loaded, prompt: str):
+    """An analysis of `prompt`, with each layer's queries and keys as they leave
+    q_norm/k_norm (before rotary), captured by hooks during the same forward pass."""
     captured: dict = {}
     handles = []
-    for i, layer in enumerate(bundled_f32.model.model.layers):
+    for i, layer in enumerate(loaded.model.model.layers):
         attn_module = layer.self_attn
         for kind, norm in (("q", attn_module.q_norm), ("k", attn_module.k_norm)):
             handles.append(norm.register_forward_hook(
                 lambda mod, args, out, key=(kind, i): captured.__setitem__(key, out[0].detach().clone())
             ))
-    runs = {}
     try:
-        for prompt in (THIRSTY, LONG_PROMPT):
-            captured.clear()
-            result = analyze(bundled_f32, prompt)
-            runs[prompt] = (result, dict(captured))
+        result = analyze(loaded, prompt)
     finally:
         for handle in handles:
             handle.remove()
-    return runs
+    return result, captured
 
 
-@pytest.mark.parametrize("prompt", [THIRSTY, LONG_PROMPT], ids=["short", "601-tokens"])
+@pytest.fixture(scope="module")
+def recorded(bundled_f32):
+    """`recorded(prompt)`: the recorded analysis of a prompt, made once per module on first
+    use (the 601-token one only when a slow test asks for it)."""
+    runs: dict = {}
+
+    def get(prompt: str):
+        if prompt not in runs:
+            runs[prompt] = _record(bundled_f32, prompt)
+        return runs[prompt]
+
+    return get
+
+
+# A 601-token forward pass with hooks: about 4 s of CPU on one thread, a minute under load.
+LONG = pytest.mark.slow
+
+
+@pytest.mark.parametrize("prompt", [THIRSTY, pytest.param(LONG_PROMPT, marks=LONG)], ids=["short", "601-tokens"])
 def test_last_row_equals_softmax_of_the_models_own_queries_and_keys(recorded, bundled_f32, prompt):
-    result, captured = recorded[prompt]
+    result, captured = recorded(prompt)
     config = bundled_f32.model.config
     assert len(captured) == 2 * result.num_layers
     assert result.last_row.shape == (result.num_layers, result.num_heads, result.num_tokens)
@@ -107,8 +125,9 @@ def test_last_row_equals_softmax_of_the_models_own_queries_and_keys(recorded, bu
         )
 
 
+@LONG
 def test_long_prompt_local_layers_are_exactly_zero_beyond_the_512_token_window(recorded):
-    result, _ = recorded[LONG_PROMPT]
+    result, _ = recorded(LONG_PROMPT)
     length = result.num_tokens
     assert length > 512 + 50 and result.sliding_window == 512
     for layer, kind in enumerate(result.layer_types):
@@ -120,14 +139,15 @@ def test_long_prompt_local_layers_are_exactly_zero_beyond_the_512_token_window(r
             assert (row > 0).all(), f"global layer {layer} has zeros"
 
 
+@LONG
 def test_long_prompts_keep_only_the_last_row(recorded):
-    result, _ = recorded[LONG_PROMPT]
+    result, _ = recorded(LONG_PROMPT)
     assert result.num_tokens > FULL_MATRIX_MAX_TOKENS
     assert result.full is None
 
 
 def test_short_prompts_keep_the_full_causal_matrix(recorded):
-    result, _ = recorded[THIRSTY]
+    result, _ = recorded(THIRSTY)
     length = result.num_tokens
     assert result.full.shape == (result.num_layers, result.num_heads, length, length)
     full = result.full.astype(np.float32)
@@ -173,8 +193,8 @@ def test_spans_tile_the_prompt_for_the_gemma_tokenizer(gemma_tokenizer):
     assert tokens[0] == "<BOS>"
 
 
-def test_display_tokens_are_readable_text(bundled):
-    result = analyze(bundled, THIRSTY)
+def test_display_tokens_are_readable_text(thirsty):
+    result = thirsty
     assert result.tokens[0] == "<BOS>"
     assert "".join(result.tokens[1:]) == THIRSTY
 
@@ -472,8 +492,8 @@ def test_strongest_skips_bos_by_default():
     assert views.strongest(row, 1, skip_bos=False)[0][0] == 0
 
 
-def test_views_work_on_a_real_analysis(bundled):
-    result = analyze(bundled, THIRSTY)
+def test_views_work_on_a_real_analysis(bundled, thirsty):
+    result = thirsty
     for layer in (0, bundled.default_layer, bundled.num_layers - 1):
         for head in ("mean", "max", 0, bundled.num_heads - 1):
             row = views.row(result, View(layer=layer, head=head, bos="exclude"))

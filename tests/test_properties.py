@@ -24,7 +24,7 @@ from attn.figures import line_diagram, to_svg
 from attn.heatmap import heatmap_html
 from attn.highlight import token_html
 from attn.summary import continuation_html, top_k_html
-from helpers import THIRSTY, audit_html
+from helpers import audit_html
 
 EXPLORE = os.environ.get("ATTN_HYPOTHESIS_EXPLORE") == "1"
 SETTINGS = dict(
@@ -97,10 +97,11 @@ def fabricated(base, text: str, cut: int):
 
 
 @pytest.fixture(scope="module")
-def base(engine):
-    return engine.analyze(THIRSTY, BUNDLED)
+def base(thirsty_analysis):
+    return thirsty_analysis  # conftest's: the bundled model's analysis of THIRSTY, made once
 
 
+@pytest.mark.slow  # 60 generated texts through five renderers, twice: 2-3 s (test_robustness's markup cases stay fast)
 @settings(max_examples=60, **SETTINGS)
 @given(text=st.text(min_size=1), cut=st.integers(min_value=1, max_value=7))
 @example(text='"><img src=x onerror=alert(1)>', cut=3)

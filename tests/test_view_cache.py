@@ -12,16 +12,13 @@ import pytest
 
 from attn import generation, words
 from attn.figures import line_diagram_html
-from attn.inference import analyze
 from attn.view import View
 from attn.view_cache import ViewCache, likely_next
 
-from conftest import THIRSTY
-
 
 @pytest.fixture(scope="module")
-def thirsty(bundled):
-    return analyze(bundled, THIRSTY)
+def thirsty(thirsty_analysis):
+    return thirsty_analysis  # conftest's: the bundled model's analysis of THIRSTY, made once
 
 
 def wait_until(predicate, timeout=20.0):
@@ -48,6 +45,7 @@ def test_a_repeated_view_is_drawn_once(thirsty):
     assert again is first and figures.rendered == 1
 
 
+@pytest.mark.slow  # waits out a 2 s settle on purpose, so that the second request surely comes first
 def test_the_prefetcher_follows_the_latest_view_and_drops_the_one_left_behind(thirsty):
     """Mean over heads at layer 5, then at once max over heads: the background drawing
     serves the view on screen (max, every layer) and never the one the person left."""
@@ -185,6 +183,7 @@ def test_the_heatmap_grid_is_built_once_for_every_layer_and_the_mark_moves(thirs
     assert len(figures.cache) == 2
 
 
+@pytest.mark.slow  # 240 figures on 4 threads, to catch a race: 2.5 s of CPU
 def test_figures_drawn_on_many_threads_at_once_keep_their_labels_as_text(thirsty):
     """A request and the prefetcher draw at the same time; matplotlib's SVG settings are
     process-wide, and a race once turned a figure's labels into glyph paths."""
