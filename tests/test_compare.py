@@ -43,6 +43,7 @@ def hungry_thirsty(engine):
 # ---- the analyses ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two real analyses again; /compare in test_app_api checks the same
 def test_the_two_sides_are_what_two_separate_analyses_give(bundled_f32, engine, hungry_thirsty):
     for side, prompt in ((hungry_thirsty.a, HUNGRY), (hungry_thirsty.b, THIRSTY)):
         alone = inference.analyze(bundled_f32, prompt)
@@ -121,6 +122,7 @@ def test_a_probability_nothing_can_tell_is_none_never_a_guess(hungry_thirsty):
     assert p_ab == compare.known_prob(b, a.next_token_id) and p_ba is None
 
 
+@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
 def test_the_unembedding_runs_in_the_forked_worker_and_is_counted_here(bundled_f32, hungry_thirsty):
     gpu = ForkedWorker()
     try:

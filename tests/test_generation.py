@@ -62,6 +62,7 @@ def test_greedy_tokens_are_the_ones_model_generate_gives(bundled_f32, thirsty):
     assert thirsty.generated[0] == " water" and thirsty.text.startswith(" water")
 
 
+@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
 def test_each_chosen_token_s_probability_is_the_model_s(thirsty, prefixes):
     for k, alone in enumerate(prefixes):
         p = alone.top_k[0]
@@ -100,6 +101,7 @@ def test_generation_stops_at_an_end_of_sequence_token(gemma3_26, monkeypatch):
 # ---- the attention ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
 def test_each_step_s_attention_equals_a_forward_pass_over_its_prefix(thirsty, prefixes):
     """Every layer and head, to 1e-5; value-weighted attention too."""
     p = thirsty.num_prompt_tokens
@@ -198,6 +200,7 @@ def forked_engine(bundled_f32):
     gpu.close()
 
 
+@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
 def test_a_generation_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, thirsty):
     engine, gpu = forked_engine
     remote = engine.generate(THIRSTY, BUNDLED, 4)
@@ -283,6 +286,7 @@ def test_a_bad_prompt_is_refused_before_any_model_call(engine):
 # ---- the command line ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
 def test_the_cli_prints_the_continuation_and_what_each_step_attended_to(bundled_f32, monkeypatch, capsys):
     import attn.cli
 

@@ -176,6 +176,7 @@ def test_analysis_size_counts_the_measures(gemma3_26):
 BF16_TOL = {"attention": 0.03, "value shares": 0.03, "rollout": 1e-3, "logit lens p_next": 0.03}
 
 
+@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
 def test_bfloat16_measures_stay_within_the_readme_tolerance_of_float32(bundled_f32):
     half = LoadedModel.wrap(bundled_f32.name, copy.deepcopy(bundled_f32.model).to(torch.bfloat16),
                             bundled_f32.tokenizer)

@@ -12,8 +12,10 @@ import pytest
 
 from attn import generation, words
 from attn.figures import line_diagram_html
+from attn.inference import analyze
 from attn.view import View
 from attn.view_cache import ViewCache, likely_next
+from helpers import THIRSTY
 
 
 @pytest.fixture(scope="module")
