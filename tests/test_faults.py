@@ -374,7 +374,7 @@ def raw_call(app, endpoint: str, body: bytes) -> tuple[int, str]:
 
 def assert_serving(app) -> None:
     assert app.alive()
-    status, stream = raw_call(app, "view", json.dumps({"data": [THIRSTY, BUNDLED, 12, "mean", "gray"]}).encode())
+    status, stream = raw_call(app, "view", json.dumps({"data": [THIRSTY, BUNDLED, 12, "mean", "gray", "raw"]}).encode())
     assert status == 200 and "event: complete" in stream and '" water"' in stream, stream[:300]
 
 
@@ -387,12 +387,12 @@ MALFORMED = {
     "prompt-a-number": ("analyze", b'{"data": [123, "gemma-3-270m"]}', 200),
     "prompt-an-object": ("analyze", b'{"data": [{"a": 1}, "gemma-3-270m"]}', 200),
     "lone-surrogate": ("analyze", b'{"data": ["\\ud800 then", "gemma-3-270m"]}', 200),
-    "view-nulls": ("view", b'{"data": [null, null, null, null, null]}', 200),
-    "view-nan-layer": ("view", b'{"data": ["Hello", "gemma-3-270m", NaN, "mean", "gray"]}', 200),
-    "view-inf-layer": ("view", b'{"data": ["Hello", "gemma-3-270m", Infinity, "mean", "gray"]}', 200),
-    "view-list-head": ("view", b'{"data": ["Hello", "gemma-3-270m", 1, ["mean"], "gray"]}', 200),
+    "view-nulls": ("view", b'{"data": [null, null, null, null, null, null]}', 200),
+    "view-nan-layer": ("view", b'{"data": ["Hello", "gemma-3-270m", NaN, "mean", "gray", "raw"]}', 200),
+    "view-inf-layer": ("view", b'{"data": ["Hello", "gemma-3-270m", Infinity, "mean", "gray", "raw"]}', 200),
+    "view-list-head": ("view", b'{"data": ["Hello", "gemma-3-270m", 1, ["mean"], "gray", "raw"]}', 200),
     "model-a-list": ("analyze", b'{"data": ["Hello", ["gemma-3-270m"]]}', 200),
-    "model-an-object": ("view", b'{"data": ["Hello", {"name": "gemma-3-270m"}, 1, "mean", "gray"]}', 200),
+    "model-an-object": ("view", b'{"data": ["Hello", {"name": "gemma-3-270m"}, 1, "mean", "gray", "raw"]}', 200),
     "too-many-args": ("stats", b'{"data": [1, 2, 3]}', 200),
 }
 
