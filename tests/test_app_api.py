@@ -204,21 +204,22 @@ def test_measure_switches_make_no_model_call_and_draw_the_analysis_numbers(clien
     assert stats(client)["forward_calls"] == before
 
 
-def test_ablate_returns_its_schema_and_removing_thirsty_hurts_water(client, thirsty):
-    result = client.predict(THIRSTY, MODEL, api_name="/ablate")
+def test_ablate_returns_its_schema_with_one_row_per_removable_token(client):
+    # Not THIRSTY: the browser test watches that prompt's ablation run, on the same shared server.
+    prompt = THIRSTY.replace("thirsty", "hungry")
+    analysis = client.predict(prompt, MODEL, api_name="/analyze")
+    result = client.predict(prompt, MODEL, api_name="/ablate")
     assert {"next_token", "p_next", "tokens", "ablation"} <= set(result)
-    assert result["next_token"] == " water" and result["tokens"] == thirsty["tokens"]
-    assert result["p_next"] == pytest.approx(thirsty["top_k"][0]["prob"], abs=1e-6)
+    assert result["next_token"] == analysis["next_token"] and result["tokens"] == analysis["tokens"]
+    assert result["p_next"] == pytest.approx(analysis["top_k"][0]["prob"], abs=1e-6)
     rows = result["ablation"]
-    assert [r["index"] for r in rows] == list(range(1, len(thirsty["tokens"])))  # <BOS> never removed
+    assert [r["index"] for r in rows] == list(range(1, len(analysis["tokens"])))  # <BOS> never removed
     for r in rows:
         assert set(r) == {"index", "token", "p_next", "delta"}
-        assert r["token"] == thirsty["tokens"][r["index"]]
+        assert r["token"] == analysis["tokens"][r["index"]]
         assert r["delta"] == pytest.approx(r["p_next"] - result["p_next"], abs=2e-6)
-    gone = next(r for r in rows if r["token"] == " thirsty")
-    assert gone["p_next"] < result["p_next"] / 10
     again_before = stats(client)
-    assert client.predict(THIRSTY, MODEL, api_name="/ablate") == result  # cached
+    assert client.predict(prompt, MODEL, api_name="/ablate") == result  # cached
     assert stats(client)["ablation_calls"] == again_before["ablation_calls"]
 
 
