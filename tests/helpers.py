@@ -12,6 +12,10 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+
+from attn.analysis import Analysis, TokenProb
+
 THIRSTY = "Jide was thirsty so she went looking for"
 
 
@@ -131,3 +135,18 @@ def audit_html(fragment: str, *, images: bool = False) -> HtmlAudit:
         elif name.startswith("data-"):
             assert NUMERIC.match(value or ""), f"{name}={value!r}"
     return audit
+
+
+def made_up(tokens: list[str], *, seed: int = 0) -> Analysis:
+    """A hand-made analysis (no model) of these tokens (after <BOS>): random rows, two global layers."""
+    rng = np.random.default_rng(seed)
+    tokens = ["<BOS>", *tokens]
+    weights = rng.random((2, 2, len(tokens))).astype(np.float32)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    ends = np.cumsum([0] + [len(t) for t in tokens[1:]]).tolist()
+    return Analysis(
+        model="made-up", model_source="test", dtype="float32", prompt="".join(tokens[1:]), tokens=tokens,
+        token_ids=np.arange(len(tokens), dtype=np.int64), spans=[(0, 0)] + list(zip(ends[:-1], ends[1:])),
+        next_token=" next", next_token_id=1, top_k=[TokenProb(" next", 1, 0.5)],
+        layer_types=["global", "global"], sliding_window=None, num_heads=2, last_row=weights, full=None,
+    )

@@ -17,7 +17,7 @@ import pytest
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
-from attn.analysis import Analysis, TokenProb
+from attn.analysis import Analysis
 from attn.compare_view import (
     CELL_PX, aligned_weights, compare_html, compare_svg, cross_html, difference_html,
 )
@@ -25,7 +25,7 @@ from attn.inference import analyze
 from attn.labels import visible
 from attn.palette import CHANGED
 from attn.view import View, row
-from helpers import THIRSTY, audit_html
+from helpers import THIRSTY, audit_html, made_up
 
 from conftest import ROOT
 
@@ -64,21 +64,6 @@ def hostile(bundled):
 @pytest.fixture(scope="module")
 def figure(hungry, thirsty):
     return compare_svg(hungry, thirsty, align(hungry, thirsty), VIEW)
-
-
-def made_up(tokens: list[str], *, seed: int) -> Analysis:
-    """A hand-made analysis of these tokens (after <BOS>): random rows, two global layers."""
-    rng = np.random.default_rng(seed)
-    tokens = ["<BOS>", *tokens]
-    weights = rng.random((2, 2, len(tokens))).astype(np.float32)
-    weights /= weights.sum(axis=-1, keepdims=True)
-    ends = np.cumsum([0] + [len(t) for t in tokens[1:]]).tolist()
-    return Analysis(
-        model="made-up", model_source="test", dtype="float32", prompt="".join(tokens[1:]), tokens=tokens,
-        token_ids=np.arange(len(tokens), dtype=np.int64), spans=[(0, 0)] + list(zip(ends[:-1], ends[1:])),
-        next_token=" next", next_token_id=1, top_k=[TokenProb(" next", 1, 0.5)],
-        layer_types=["global", "global"], sliding_window=None, num_heads=2, last_row=weights, full=None,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,15 @@ import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 
-import numpy as np
 import pytest
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
-from attn.analysis import Analysis, TokenProb
 from attn.figures import LEGIBLE_PT, line_diagram, line_diagram_html, line_svg, to_svg
 from attn.inference import analyze
 from attn.labels import visible
 from attn.view import View
+from helpers import made_up
 
 from conftest import ROOT
 
@@ -29,21 +28,6 @@ def artist(bundled):
     analysis = analyze(bundled, ARTIST)
     assert analysis.num_tokens == 37  # with <BOS>: the lab's own example
     return analysis
-
-
-def made_up(tokens: list[str], *, seed: int = 0) -> Analysis:
-    """A hand-made analysis of these tokens (after <BOS>): random rows, two global layers."""
-    rng = np.random.default_rng(seed)
-    tokens = ["<BOS>", *tokens]
-    weights = rng.random((2, 2, len(tokens))).astype(np.float32)
-    weights /= weights.sum(axis=-1, keepdims=True)
-    ends = np.cumsum([0] + [len(t) for t in tokens[1:]]).tolist()
-    return Analysis(
-        model="made-up", model_source="test", dtype="float32", prompt="".join(tokens[1:]), tokens=tokens,
-        token_ids=np.arange(len(tokens), dtype=np.int64), spans=[(0, 0)] + list(zip(ends[:-1], ends[1:])),
-        next_token=" next", next_token_id=1, top_k=[TokenProb(" next", 1, 0.5)],
-        layer_types=["global", "global"], sliding_window=None, num_heads=2, last_row=weights, full=None,
-    )
 
 
 def texts(svg: bytes) -> list[tuple[str, float, float, str]]:
