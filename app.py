@@ -114,7 +114,7 @@ def analyze(prompt: str, model: str, progress: gr.Progress | None = None):
 # and says why in the line under the prompt (and in a toast, from queued events).
 # `key` names what was analysed: {"model", "prompt", "compare": prompt B or "",
 # "generate": [tokens, temperature, seed] or None}; the views read it from the caches only.
-def shown(key: dict, step, words: bool) -> tuple:
+def shown(key: dict, step, by_words: bool) -> tuple:
     """(analysis, comparison or None, generation or None) for the views, from the caches
     (never the model). A comparison's analysis is prompt A's. Raises AttnError."""
     gone = PromptError("This analysis has left the shared cache; press Analyze to run it again.")
@@ -133,11 +133,7 @@ def shown(key: dict, step, words: bool) -> tuple:
         analysis = ENGINE.cached(key["prompt"], key["model"])
         if analysis is None:
             raise gone
-    return (words_of(analysis) if words else analysis), comparison, generation
-
-
-def words_of(analysis):
-    return words.merged(analysis)
+    return (words.merged(analysis) if by_words else analysis), comparison, generation
 
 
 def read_view(analysis, layer, head, bos, show_all, measure) -> View:
@@ -184,7 +180,7 @@ def compare_views(comparison, view: View, by_words: bool) -> tuple:
     """The figure, tokens, ablation, overview and layer line of a comparison."""
     a, b, alignment = comparison.a, comparison.b, comparison.alignment
     if by_words:
-        a, b = words_of(a), words_of(b)
+        a, b = words.merged(a), words.merged(b)
         alignment = align(a.tokens, b.tokens)
     both = lambda draw: "".join(  # noqa: E731
         f'<div class="attn-side" style="font-weight:bold;margin-top:6px">{side}</div>{draw(x)}'
