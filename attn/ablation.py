@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import measures
 from .analysis import Analysis
 from .models import LoadedModel
 
@@ -152,12 +153,16 @@ def batch_p_next(loaded: LoadedModel, ids: list[int], chunk: list[int], next_id:
     keep = torch.ones(len(chunk), len(ids), dtype=torch.bool, device=loaded.device)
     keep[torch.arange(len(chunk)), torch.tensor(chunk)] = False
     batch = full.expand(len(chunk), -1)[keep].view(len(chunk), len(ids) - 1)
+    parts = measures.find_parts(loaded.model)
     with torch.inference_mode():
-        try:
-            out = loaded.model(input_ids=batch, use_cache=False, logits_to_keep=1)
-        except TypeError:  # a model without logits_to_keep
-            out = loaded.model(input_ids=batch, use_cache=False)
-        probs = torch.softmax(out.logits[:, -1].float(), dim=-1)[:, next_id]
+        if parts is not None:  # the decoder, then the unembedding of the last rows as the analysis does it
+            logits = measures.unembed(parts, parts.base(input_ids=batch, use_cache=False).last_hidden_state[:, -1])
+        else:
+            try:
+                logits = loaded.model(input_ids=batch, use_cache=False, logits_to_keep=1).logits[:, -1]
+            except TypeError:  # a model without logits_to_keep
+                logits = loaded.model(input_ids=batch, use_cache=False).logits[:, -1]
+        probs = torch.softmax(logits.float(), dim=-1)[:, next_id]
     return probs.cpu().numpy().astype(np.float32)
 
 

@@ -116,7 +116,7 @@ def unembed_probs(loaded: LoadedModel, hidden: np.ndarray, token_ids: list[int])
     config has it). One (n x vocab) projection, no decoder layer."""
     import torch
 
-    from .measures import find_parts
+    from .measures import find_parts, unembed
 
     parts = find_parts(loaded.model)
     if parts is None:
@@ -124,10 +124,7 @@ def unembed_probs(loaded: LoadedModel, hidden: np.ndarray, token_ids: list[int])
     dtype = next(loaded.model.parameters()).dtype
     with torch.inference_mode():
         h = torch.as_tensor(np.asarray(hidden, dtype=np.float32), device=loaded.device).to(dtype)[None]  # (1, n, D)
-        logits = parts.lm_head(parts.final_norm(h))[0].float()
-        if parts.softcap is not None:
-            logits = torch.tanh(logits / parts.softcap) * parts.softcap
-        probs = torch.softmax(logits, dim=-1)
+        probs = torch.softmax(unembed(parts, parts.final_norm(h)[0]), dim=-1)
         rows = torch.arange(len(token_ids), device=probs.device)
         picked = probs[rows, torch.tensor(token_ids, device=probs.device)]
     return picked.cpu().numpy().astype(np.float32)

@@ -4,12 +4,13 @@
   (attn.generation.generate) against transformers' `model.generate(max_new_tokens=16)`
   alone, both greedy (the tokens must agree), back to back in rotating order (target
   <= 1.5x, the median of per-repeat ratios).
-- Compare: two new prompts (artist-passage variants, so no cache answers) through
-  Engine.compare (two analyses with all measures, the alignment, the cross probabilities)
-  against one bare forward of the longer prompt (target <= 2.2x). No views: the compare
-  view is not built yet, so drawing it is not in the figure.
+- Compare: two new prompts (artist-passage variants, so no cache answers) as the page runs
+  them, through app.py's handlers: Analyze with Compare on (two analyses with all measures,
+  the alignment, the cross probabilities), then the views it draws (the stacked diagrams and
+  difference strip, both highlighted prompts and heatmaps), against one bare forward of the
+  longer prompt (target <= 2.2x).
 
-Run alone (loads the model here): `python bench/generation.py [--reps N]`.
+Run alone (imports app.py, which loads the model): `python bench/generation.py [--reps N]`.
 `python bench/generation.py --memory` measures peak RSS (VmHWM) of fresh processes at a
 2048-token prompt: load + 32-step generation against load + analysis.
 """
@@ -34,6 +35,7 @@ from bench.inprocess import bare_forward  # noqa: E402
 from bench.prompts import ARTIST, artist_variants, sized_prompt  # noqa: E402
 
 GENERATE_TOKENS = 16
+COMPARE_LAYER, HEAD = 5, "Mean over heads"  # the view a comparison opens on (a global layer)
 MEMORY_TOKENS, MEMORY_STEPS = 2048, 32
 
 
@@ -50,7 +52,6 @@ def model_generate(loaded, ids: list[int], n: int) -> tuple[float, list[int]]:
 
 def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
     from attn import generation, inference
-    from attn.engine import Engine
 
     loaded = ctx["loaded"]
     ids = inference.encode(loaded.tokenizer, ARTIST)[0]
@@ -77,9 +78,18 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
             step()
     tokens_agree = tokens["ours"] == tokens["reference"]
 
-    engine = Engine(loader=lambda name, progress: loaded, model_names=[BUNDLED])
+    # Compare as the page runs it: Analyze (both analyses, the cross probabilities), then the
+    # views it draws (stacked diagrams and difference strip, both highlighted prompts and heatmaps).
+    app_mod = ctx["app_mod"]
+    engine = app_mod.ENGINE
     variants = ctx.get("variants") or artist_variants(loaded.tokenizer)
-    engine.compare(next(variants), next(variants), BUNDLED)  # warm-up
+
+    def page_compare(a: str, b: str) -> None:
+        key = app_mod.on_analyze(a, BUNDLED, COMPARE_LAYER, HEAD, None, True, b)[0]
+        out = app_mod.on_view(key, 0, COMPARE_LAYER, HEAD, "gray", False, "raw", False)
+        assert key.get("compare") == b and "<img" in out[0], "the comparison drew no figure"
+
+    page_compare(next(variants), next(variants))  # warm-up
     unembeds0 = engine.unembed_calls
     for i in range(reps):
         a, b = next(variants), next(variants)
@@ -87,7 +97,7 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
 
         def do_compare():
             t = now()
-            engine.compare(a, b, BUNDLED)
+            page_compare(a, b)
             s["compare_s"].append(now() - t)
 
         def do_bare():
@@ -120,8 +130,8 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
               gen_r <= GENERATE_RATIO and tokens_agree)
     cmp_r = med(a / b for a, b in zip(s["compare_s"], s["bare_longer_s"]))
     rep.check("7 generation",
-              f"compare two new prompts (two analyses with all measures + cross probabilities; no views, none "
-              f"built yet) <= {COMPARE_RATIO}x one bare forward of the longer prompt",
+              f"compare two new prompts, as the page runs it (Analyze: two analyses with all measures + cross "
+              f"probabilities; then the views drawn) <= {COMPARE_RATIO}x one bare forward of the longer prompt",
               fmt_s(med(s["compare_s"])),
               f"{cmp_r:.2f}x bare ({fmt_s(med(s['bare_longer_s']))}; paired, median of {reps}); "
               f"{unembeds} unembedding calls in {reps} comparisons (one, when needed, costs "
@@ -167,10 +177,11 @@ def main(argv=None) -> int:
                            cwd=ROOT, env=quiet_env(os.environ), check=True)
         return 0
     os.environ.update(quiet_env({}))
-    from attn import models
+    from bench.inprocess import import_app
 
-    rep = Report()
-    phase_generation(rep, {"loaded": models.load(BUNDLED, lambda msg: None)}, args.reps)
+    rep, ctx = Report(), {}
+    import_app(rep, ctx)
+    phase_generation(rep, ctx, args.reps)
     for r in rep.rows:
         print(f"{r['status']:5} {r['target']}\n      {r['measured']}: {r['verdict']}")
     for k, v in rep.raw.items():

@@ -113,3 +113,33 @@ def test_whether_every_token_is_drawn_depends_on_the_labels_not_the_count():
 def test_max_columns_still_forces_the_reduction(artist):
     svg = to_svg(line_diagram(artist, View(layer=12), max_columns=24)).decode()
     assert "Showing 24 of 37 tokens" in svg
+
+
+@pytest.mark.parametrize("case", ["typed", "generated", "hostile", "compare"])
+def test_labels_written_directly_are_the_bytes_matplotlib_writes(case, monkeypatch):
+    """The labels skip matplotlib's per-label draw_text for speed; the SVG must not change:
+    plain, <BOS> gray italic, the boxed bold prediction, purple italic generated tokens,
+    markup and ampersands, the comparison's orange boxes."""
+    from dataclasses import replace
+
+    from attn import figures
+    from attn.compare import align
+    from attn.compare_view import compare_svg
+
+    words = [" Jide", " was", " <b>thirsty</b>", " &", ' "so"', " she", " went"]
+    a = made_up(words)
+    if case == "generated":
+        a = replace(a, generated_from=5)
+
+    def draw() -> bytes:
+        if case == "compare":
+            b = made_up([*words[:2], " hungry", *words[3:]], seed=3)
+            svg = compare_svg(a, b, align(a.tokens, b.tokens), View(layer=1)).data
+        else:
+            svg = line_svg(a, View(layer=1, show_all=case == "hostile")).data
+        return re.sub(rb"<dc:date>[^<]*</dc:date>", b"", svg)  # the clock, not the drawing
+
+    fast = draw()
+    monkeypatch.setattr(figures, "FAST_TEXT", False)
+    assert fast == draw()
+    assert fast.count(b"<text") > 2 * len(words)

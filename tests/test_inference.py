@@ -364,7 +364,7 @@ def test_analyze_refuses_to_return_broken_attention(gpt2):
         output.attentions = tuple(torch.ones_like(a) / a.shape[-1] for a in output.attentions)
         return output
 
-    handle = gpt2.model.register_forward_hook(leak_future)
+    handle = gpt2.model.transformer.register_forward_hook(leak_future)  # the decoder, whichever way it is called
     try:
         with pytest.raises(IntegrityError, match="later token"):
             analyze(gpt2, "The quick brown fox")
