@@ -10,7 +10,6 @@ atomic replace, sweeping) is the real one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -49,37 +48,30 @@ POISON = "This prompt makes the device fall over"
 
 
 class PoisonedModel:
-    """Wraps a real model; its forward raises on one token sequence while armed."""
+    """A fault in a real model's decoder (where a device fault strikes, however the model is
+    called): its forward raises on one token sequence while armed."""
 
-    def __init__(self, inner, poison_ids: list[int]):
-        self.inner = inner
+    def __init__(self, decoder, poison_ids: list[int]):
         self.poison_ids = poison_ids
         self.armed = True
         self.calls = 0
+        self.handle = decoder.register_forward_pre_hook(self._check, with_kwargs=True)
 
-    @property
-    def config(self):
-        return self.inner.config
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __call__(self, *args, **kwargs):
+    def _check(self, module, args, kwargs):
         self.calls += 1
         ids = kwargs.get("input_ids", args[0] if args else None)
         if self.armed and ids[0].tolist() == self.poison_ids:
             raise RuntimeError("simulated device fault: CUDA error: an illegal memory access")
-        return self.inner(*args, **kwargs)
 
 
 @pytest.fixture
 def poisoned(bundled):
     tok = bundled.tokenizer
     ids = [tok.bos_token_id] + tok(POISON, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    model = PoisonedModel(bundled.model, ids)
-    loaded = dataclasses.replace(bundled, model=model)
-    engine = Engine(loader=lambda name, progress: loaded, model_names=[BUNDLED])
-    return engine, model
+    model = PoisonedModel(bundled.model.model, ids)
+    engine = Engine(loader=lambda name, progress: bundled, model_names=[BUNDLED])
+    yield engine, model
+    model.handle.remove()
 
 
 def test_a_model_raising_mid_request_is_a_clear_error_and_the_engine_recovers(poisoned, caplog):
