@@ -15,31 +15,39 @@ import time
 from html import escape
 from pathlib import Path
 
-import gradio as gr
-import spaces
+from attn import BUNDLED, REGISTRY, AttnError, Engine, PromptError, bundled, words
 
-from attn import BUNDLED, REGISTRY, AttnError, Engine, PromptError, words
-from attn.ablation_view import ablation_html
-from attn.compare import align
-from attn.compare_view import compare_html, compare_svg, cross_html, difference_html
-from attn.export import write_all
-from attn.figures import line_diagram_html
-from attn.highlight import token_html
-from attn.link import read_link, share_query
-from attn.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html
-from attn.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice,
-                       head_choices, parse_head, view_json)
-from attn.view_cache import ViewCache
-
-log = logging.getLogger("app")
-HERE = Path(__file__).parent
-EXAMPLES = json.loads((HERE / "examples.json").read_text(encoding="utf-8"))
 ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 HAS_TOKEN = bool(os.environ.get("HF_TOKEN"))
 DEFAULT_MODEL = os.environ.get("ATTN_DEFAULT_MODEL") or ("gemma-3-1b" if HAS_TOKEN else BUNDLED)
 MODEL_NAMES = [m for m in (os.environ.get("ATTN_MODELS") or ",".join(REGISTRY)).split(",") if m in REGISTRY]
 if DEFAULT_MODEL not in MODEL_NAMES:
     DEFAULT_MODEL = MODEL_NAMES[0]
+
+# An empty cache (the first start; every restart of a Space without a volume) means a
+# one-time conversion of the bundled model: it starts now, in a process of its own, so it
+# runs on the other core while gradio imports instead of after the server is up.
+if DEFAULT_MODEL == BUNDLED or (ON_ZEROGPU and BUNDLED in MODEL_NAMES):  # the models loaded at start
+    CONVERTER = bundled.convert_in_background()
+
+import gradio as gr  # noqa: E402
+import spaces  # noqa: E402
+
+from attn.ablation_view import ablation_html  # noqa: E402
+from attn.compare import align  # noqa: E402
+from attn.compare_view import compare_html, compare_svg, cross_html, difference_html  # noqa: E402
+from attn.export import write_all  # noqa: E402
+from attn.figures import line_diagram_html  # noqa: E402
+from attn.highlight import token_html  # noqa: E402
+from attn.link import read_link, share_query  # noqa: E402
+from attn.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html  # noqa: E402
+from attn.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice,  # noqa: E402
+                       head_choices, parse_head, view_json)
+from attn.view_cache import ViewCache  # noqa: E402
+
+log = logging.getLogger("app")
+HERE = Path(__file__).parent
+EXAMPLES = json.loads((HERE / "examples.json").read_text(encoding="utf-8"))
 
 # Every model call goes through spaces.GPU (a no-op off ZeroGPU). 10 s: the worst call
 # measured by bench/gpu.py (Gemma 3 1B shapes, bf16, 2048 tokens, weights copied in) took

@@ -157,21 +157,65 @@ def verify(directory: Path) -> str | None:
     return None
 
 
+PROGRESS_FILE = ".progress"  # the converting process's last step, for a process waiting on it
+
+
 @contextlib.contextmanager
 def _exclusive(root: Path, progress: Progress = log.info):
-    """One converter per cache root, across processes."""
+    """One converter per cache root, across processes. A process that waits shows the
+    converter's own steps (it writes them to PROGRESS_FILE)."""
     import fcntl
 
     with open(root / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress("Waiting for another process that is converting the model")
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        shown = None
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                try:
+                    step = (root / PROGRESS_FILE).read_text(encoding="utf-8").strip()
+                except OSError:
+                    step = ""
+                if shown is None or step != shown:
+                    shown = step
+                    progress(f"Another process is converting the model{': ' + step if step else ''}")
+                time.sleep(0.2)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _telling(root: Path, progress: Progress) -> Progress:
+    """`progress`, also written where a process waiting for the lock reads it."""
+    def tell(message: str) -> None:
+        progress(message)
+        with contextlib.suppress(OSError):
+            _write_atomic(root / PROGRESS_FILE, message)
+
+    return tell
+
+
+def convert_in_background(root: Path | None = None) -> "subprocess.Popen | None":
+    """Start the one-time conversion in a process of its own when the cache has no
+    verified checkpoint, so it runs on another core while the app imports (gradio alone
+    takes 3-7 s on a 2-core machine) instead of after it. The app's own load then waits
+    for it on the lock, showing its steps. None when there is nothing to convert."""
+    import subprocess
+    import sys
+
+    root = root or cache_root()
+    target = checkpoint_dir(root)
+    if target.is_dir() and verify(target) is None:
+        return None
+    if not _writable(root):
+        return None  # converted in memory by the app's own load
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    code = "import sys; from attn.bundled import convert_for; convert_for(sys.argv[1], int(sys.argv[2]))"
+    return subprocess.Popen([sys.executable, "-c", code, str(root), str(os.getpid())],
+                            stdin=subprocess.DEVNULL, env=env)
 
 
 def _convert(workdir: Path, progress: Progress) -> None:
@@ -244,6 +288,7 @@ def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
             return target, None
         _sweep_stale(root)
         pkg = _gguf_module()
+        progress = _telling(root, progress)
         work = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
         try:
             _convert(work, progress)
@@ -254,6 +299,8 @@ def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
             os.replace(work, target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (root / PROGRESS_FILE).unlink()
     return target, None
 
 
@@ -261,3 +308,18 @@ def _sweep_stale(root: Path) -> None:
     """Remove half-written conversions left by a killed process."""
     for stale in root.glob(".convert-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def convert_for(root: str, parent: int) -> None:
+    """The process convert_in_background starts: convert into `root` for the app process
+    `parent`, and stop if that process goes (its half-written work is swept later)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    logging.basicConfig(level=logging.INFO, format="converter: %(message)s")
+    ensure_checkpoint(log.info, Path(root))

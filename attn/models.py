@@ -177,6 +177,11 @@ def load_spec(spec: ModelSpec, progress: Progress = log.info) -> LoadedModel:
 def _load_bundled(progress: Progress, dtype):
     from . import bundled
 
+    # Imported before the cache is checked (4-7 s here): when another process is converting,
+    # this waits on it meanwhile instead of after.
+    import transformers  # noqa: F401
+    from transformers import Gemma3ForCausalLM  # noqa: F401
+
     directory, in_memory = bundled.ensure_checkpoint(progress)
     if in_memory is not None:
         model, tokenizer = in_memory

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import replace
 
-from bench.common import APP_ENV_DROP, BUNDLED, MAX, MEAN, SWITCH_MS, SWITCH_SHARE, Report, fmt_s, med, now
+from bench.common import APP_ENV_DROP, BUNDLED, MAX, MEAN, SWITCH_MS, SWITCH_SHARE, Report, fmt_s, log, med, now
 from bench.prompts import PRESET_LAYER, artist_variants
 
 
@@ -22,13 +22,14 @@ def bare_forward(loaded, ids) -> float:
     return dt
 
 
-def view_keys(app_mod, analysis, layer: int, head: str, bos: str, every_likely: bool = False) -> list:
+def view_keys(app_mod, analysis, layer: int, head: str, bos: str, every_likely: bool = False,
+              measure: str = "raw") -> list:
     """Keys of this view at every layer; with `every_likely`, of every view the
     prefetcher draws after this one (attn.view_cache.likely_next)."""
     from attn.view import View, check_view, parse_head
     from attn.view_cache import likely_next
 
-    view = check_view(analysis, View(layer=layer, head=parse_head(head), bos=bos, show_all=False))
+    view = check_view(analysis, View(layer=layer, head=parse_head(head), bos=bos, show_all=False, measure=measure))
     views = [view, *likely_next(analysis, view)] if every_likely else [
         replace(view, layer=i) for i in range(analysis.num_layers)]
     return [app_mod.VIEWS._key(analysis, v) for v in views]
@@ -39,12 +40,12 @@ def prefetched(app_mod, analysis, layer, head, bos) -> int:
     return sum(k in cache for k in view_keys(app_mod, analysis, layer, head, bos))
 
 
-def settle(app_mod, analysis, layer, head, bos, timeout: float = 60) -> bool:
+def settle(app_mod, analysis, layer, head, bos, timeout: float = 60, measure: str = "raw") -> bool:
     """Wait until the background prefetch drew every view it draws after this one (so it
     stops competing for the CPU with the next measurement)."""
     if not app_mod.VIEWS.prefetch_enabled:
         return True
-    keys = view_keys(app_mod, analysis, layer, head, bos, every_likely=True)
+    keys = view_keys(app_mod, analysis, layer, head, bos, every_likely=True, measure=measure)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         cache = app_mod.VIEWS.cache
@@ -52,6 +53,8 @@ def settle(app_mod, analysis, layer, head, bos, timeout: float = 60) -> bool:
             time.sleep(0.02)
             return True
         time.sleep(0.02)
+    log(f"settle: the prefetch did not draw every likely view in {timeout:.0f} s (layer {layer}, {head}, {bos}, "
+        f"{measure}); measuring on")
     return False
 
 

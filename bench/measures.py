@@ -55,7 +55,7 @@ def phase_measures(rep: Report, ctx: dict, reps: int) -> None:
         reset_figures(app_mod)
         for measure in ("value", "rollout", "raw"):
             switches[measure].append(timed_render(app_mod, analysis, layer, MEAN, "gray", measure))
-            settle(app_mod, analysis, layer, MEAN, "gray")
+            settle(app_mod, analysis, layer, MEAN, "gray", measure=measure)
             reset_figures(app_mod)
     rep.raw["measures.switch_s"], rep.raw["measures.analysis_s"] = switches, analysis_s
     a = med(analysis_s)

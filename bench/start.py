@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -93,6 +95,29 @@ def phase_start(rep: Report, ctx: dict, launches: int) -> None:
               f"launches: {', '.join(fmt_s(r['http_s']) for r in runs)}", None)
     rep.check("1 start", "second launch: model ready (/stats)", fmt_s(med(r["ready_s"] for r in runs)),
               "from process start", None)
+    import_floor(rep, launches)
+
+
+# What app.py cannot start without, each imported alone in a fresh interpreter: the floor
+# under "process start -> first answer" that no change to this project's code can lower.
+FLOOR_IMPORTS = {
+    "gradio": "import gradio",
+    "torch": "import torch",
+    "transformers (Gemma 3 classes, torch included)": "from transformers import Gemma3ForCausalLM",
+}
+
+
+def import_floor(rep: Report, reps: int) -> None:
+    times: dict[str, list[float]] = {name: [] for name in FLOOR_IMPORTS}
+    for _ in range(reps):
+        for name, code in FLOOR_IMPORTS.items():
+            t = now()
+            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+            times[name].append(now() - t)
+    rep.raw["start.import_floor_s"] = times
+    rep.check("1 start", "floor: each import alone in a fresh interpreter (median of "
+              f"{reps}; app.py needs all three)", fmt_s(med(times["gradio"])),
+              "; ".join(f"{name} {fmt_s(med(xs))}" for name, xs in times.items()), None)
 
 
 def phase_full(rep: Report, ctx: dict) -> None:

@@ -9,17 +9,24 @@ tests/test_convert.py checks the real conversion.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 import attn.bundled as ckpt
 import attn.models as models
 from attn.inference import analyze
-from helpers import FakeConversion
+from conftest import ROOT
+from helpers import FakeConversion, wait_until
 
 SMALL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json")
 
@@ -281,6 +288,51 @@ def test_a_valid_cache_in_a_read_only_root_is_used(tmp_path, fake_conversion, mo
     monkeypatch.setattr(ckpt, "_writable", lambda root: False)
     assert ckpt.ensure_checkpoint(root=tmp_path) == (directory, None)
     assert fake_conversion.calls == 1
+
+
+# ---- the conversion started in a process of its own (app.py, before gradio's import) -----
+
+
+def test_a_load_waits_for_another_converter_and_shows_its_steps(tmp_path, tiny, bpe_tokenizer, monkeypatch):
+    release = threading.Event()
+    fake = FakeConversion(tiny, bpe_tokenizer)
+
+    def slow(workdir, progress):
+        progress("Dequantizing the weights")
+        release.wait(20)
+        fake(workdir, progress)
+
+    monkeypatch.setattr(ckpt, "_convert", slow)
+    with ThreadPoolExecutor(2) as pool:
+        converter = pool.submit(ckpt.ensure_checkpoint, lambda message: None, tmp_path)
+        wait_until(lambda: (tmp_path / ckpt.PROGRESS_FILE).exists(), "the converter's first step")
+        seen: list[str] = []
+        waiter = pool.submit(ckpt.ensure_checkpoint, seen.append, tmp_path)
+        wait_until(lambda: seen, "the waiting load's progress")
+        assert seen[0] == "Another process is converting the model: Dequantizing the weights"
+        assert not waiter.done()
+        release.set()
+        assert converter.result(timeout=60) == waiter.result(timeout=60) == (ckpt.checkpoint_dir(tmp_path), None)
+    assert fake.calls == 1
+    assert not (tmp_path / ckpt.PROGRESS_FILE).exists()
+
+
+def test_no_converter_process_starts_when_the_cache_is_ready(tmp_path, fake_conversion):
+    ckpt.ensure_checkpoint(root=tmp_path)
+    assert ckpt.convert_in_background(tmp_path) is None
+
+
+def test_a_converter_process_stops_when_the_app_that_started_it_goes(tmp_path):
+    """A converter left behind by a killed app would hold the lock and the CPU."""
+    app = subprocess.run(
+        [sys.executable, "-c", "import sys; from attn.bundled import convert_in_background; "
+                               "print(convert_in_background(__import__('pathlib').Path(sys.argv[1])).pid)",
+         str(tmp_path)],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=60,
+    )
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(int(app.stdout.strip())).wait(timeout=20)  # it notices that its app has gone, and leaves
+    assert not ckpt.checkpoint_dir(tmp_path).exists()
 
 
 # ---- models.load through the cache ----------------------------------------------------
