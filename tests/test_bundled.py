@@ -293,6 +293,7 @@ def test_a_valid_cache_in_a_read_only_root_is_used(tmp_path, fake_conversion, mo
 # ---- the conversion started in a process of its own (app.py, before gradio's import) -----
 
 
+@pytest.mark.slow  # a conversion and a thread, or two processes: seconds
 def test_a_load_waits_for_another_converter_and_shows_its_steps(tmp_path, tiny, bpe_tokenizer, monkeypatch):
     release = threading.Event()
     fake = FakeConversion(tiny, bpe_tokenizer)
@@ -322,6 +323,7 @@ def test_no_converter_process_starts_when_the_cache_is_ready(tmp_path, fake_conv
     assert ckpt.convert_in_background(tmp_path) is None
 
 
+@pytest.mark.slow  # a conversion and a thread, or two processes: seconds
 def test_a_converter_process_stops_when_the_app_that_started_it_goes(tmp_path):
     """A converter left behind by a killed app would hold the lock and the CPU."""
     app = subprocess.run(

@@ -133,6 +133,9 @@ def test_trust_remote_code_is_never_enabled():
 def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatch, tmp_path):
     """Loading each registry model asks transformers for its registry id (spec.hf_id) or, for
     the bundled model, the directory the verified cache handed over; for nothing else."""
+    # The model classes first: their first import replaces the `transformers` module in
+    # sys.modules (the load does one), and patches on the old module would go unseen.
+    from transformers import Gemma3ForCausalLM  # noqa: F401
     import transformers
 
     from attn import bundled
