@@ -141,10 +141,15 @@ def layer_info(page: Page) -> str:
     return page.locator("#layer-info").inner_text().strip()
 
 
-def set_layer(page: Page, layer: int) -> None:
-    box = page.locator("#layer input[type=number]")
-    box.fill(str(layer))
+def set_number(page: Page, elem_id: str, value: int) -> None:
+    """Type a value into a number control (a slider's box or a number field), as a person does."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
     box.press("Enter")
+
+
+def set_layer(page: Page, layer: int) -> None:
+    set_number(page, "layer", layer)
     expect(page.locator("#layer-info")).to_contain_text(f"Layer {layer} of ", timeout=T)
 
 
@@ -625,9 +630,7 @@ def test_generate_five_tokens_and_step_to_the_third_without_the_model(page, app)
     page.click(PRESET["Thirsty"])
     wait_rendered(page)
     page.click("#continue")  # the accordion
-    box = page.locator("#n-new input[type=number]")
-    box.fill("5")
-    box.press("Enter")
+    set_number(page, "n-new", 5)
     page.click("#analyze")
     marks = page.locator("#continuation .attn-gen-token")
     expect(marks).to_have_count(5, timeout=T)
@@ -636,9 +639,7 @@ def test_generate_five_tokens_and_step_to_the_third_without_the_model(page, app)
     from gradio_client import Client
 
     api = Client(app.url, verbose=False).predict(THIRSTY, MODEL, 5, api_name="/generate")  # cached by the click
-    step = page.locator("#step input[type=number]")
-    step.fill("2")
-    step.press("Enter")
+    set_number(page, "step", 2)
     third = api["generated"][2]
     expect(page.locator("#tokens .attn-pred")).to_have_text(third, timeout=T)
     toks = page.locator("#tokens .attn-tok")
