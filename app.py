@@ -8,42 +8,42 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
 from html import escape
 from pathlib import Path
 
-from attn import BUNDLED, REGISTRY, AttnError, Engine, PromptError, bundled, words
+from attn import BUNDLED, REGISTRY, AttnError, Engine, PromptError
+from attn.model import bundled
+from attn.settings import Settings
+from attn.views import words
 
-ON_ZEROGPU = bool(os.environ.get("SPACES_ZERO_GPU"))
-HAS_TOKEN = bool(os.environ.get("HF_TOKEN"))
-DEFAULT_MODEL = os.environ.get("ATTN_DEFAULT_MODEL") or ("gemma-3-1b" if HAS_TOKEN else BUNDLED)
-MODEL_NAMES = [m for m in (os.environ.get("ATTN_MODELS") or ",".join(REGISTRY)).split(",") if m in REGISTRY]
-if DEFAULT_MODEL not in MODEL_NAMES:
-    DEFAULT_MODEL = MODEL_NAMES[0]
+SETTINGS = Settings.from_env()
+ON_ZEROGPU = SETTINGS.zero_gpu
+DEFAULT_MODEL = SETTINGS.default_model
+MODEL_NAMES = list(SETTINGS.models)
 
 # An empty cache (the first start; every restart of a Space without a volume) means a
 # one-time conversion of the bundled model: it starts now, in a process of its own, so it
 # runs on the other core while gradio imports instead of after the server is up.
 if DEFAULT_MODEL == BUNDLED or (ON_ZEROGPU and BUNDLED in MODEL_NAMES):  # the models loaded at start
-    CONVERTER = bundled.convert_in_background()
+    CONVERTER = bundled.convert_in_background(SETTINGS.cache_dir)
 
 import gradio as gr  # noqa: E402
 import spaces  # noqa: E402
 
-from attn.ablation_view import ablation_html  # noqa: E402
-from attn.compare import align  # noqa: E402
-from attn.compare_view import compare_html, compare_svg, cross_html, difference_html  # noqa: E402
-from attn.export import write_all  # noqa: E402
-from attn.figures import line_diagram_html  # noqa: E402
-from attn.highlight import token_html  # noqa: E402
-from attn.link import read_link, share_query  # noqa: E402
-from attn.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html  # noqa: E402
-from attn.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice,  # noqa: E402
+from attn.views.ablation_view import ablation_html  # noqa: E402
+from attn.compute.compare import align  # noqa: E402
+from attn.views.compare_view import compare_html, compare_svg, cross_html, difference_html  # noqa: E402
+from attn.views.export import write_all  # noqa: E402
+from attn.views.figures import line_diagram_html  # noqa: E402
+from attn.views.highlight import token_html  # noqa: E402
+from attn.web.link import read_link, share_query  # noqa: E402
+from attn.views.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html  # noqa: E402
+from attn.views.view import (BOS_MODE_HELP, HEAD_CHOICES_BASE, View, check_view, fit_controls, head_choice,  # noqa: E402
                        head_choices, parse_head, view_json)
-from attn.view_cache import ViewCache  # noqa: E402
+from attn.views.view_cache import ViewCache  # noqa: E402
 
 log = logging.getLogger("app")
 HERE = Path(__file__).parent
@@ -52,10 +52,9 @@ EXAMPLES = json.loads((HERE / "examples.json").read_text(encoding="utf-8"))
 # Every model call goes through spaces.GPU (a no-op off ZeroGPU). 10 s: the worst call
 # measured by bench/gpu.py (Gemma 3 1B shapes, bf16, 2048 tokens, weights copied in) took
 # 0.7 s on an H200; a short duration queues sooner on ZeroGPU.
-GPU = spaces.GPU(duration=int(os.environ.get("ATTN_GPU_SECONDS", "10")))
-ENGINE = Engine(model_names=MODEL_NAMES, accelerator=GPU)
-VIEWS = ViewCache(int(os.environ.get("ATTN_FIGURE_CACHE_BYTES", 64 << 20)),
-                  prefetch=os.environ.get("ATTN_PREFETCH", "1") != "0")
+GPU = spaces.GPU(duration=SETTINGS.gpu_seconds)
+ENGINE = Engine.for_settings(SETTINGS, accelerator=GPU)
+VIEWS = ViewCache(SETTINGS.figure_cache_bytes, prefetch=SETTINGS.prefetch)
 if ON_ZEROGPU:
     # ZeroGPU wants weights placed on cuda at import time, in the main process.
     for _name in MODEL_NAMES:
@@ -534,7 +533,7 @@ demo = build()
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    demo.queue(max_size=int(os.environ.get("ATTN_QUEUE_SIZE", "64")), default_concurrency_limit=2)
+    demo.queue(max_size=SETTINGS.queue_size, default_concurrency_limit=2)
     demo.launch(share=False, css=CSS, ssr_mode=False, footer_links=["api"], prevent_thread_lock=True)
     if not ON_ZEROGPU:
         ENGINE.preload(DEFAULT_MODEL)  # after the server answers: start-up is not held up by it

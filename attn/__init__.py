@@ -1,9 +1,9 @@
 """Attention engine: prompt -> Analysis (numbers) -> views. Never imports gradio."""
 
-from .ablation import Ablation, Deletion
-from .analysis import SCHEMA, Analysis, LensLayer, TokenProb
-from .engine import Engine
-from .errors import (
+from attn.compute.ablation import Ablation, Deletion
+from attn.compute.analysis import SCHEMA, Analysis, LensLayer, TokenProb
+from attn.compute.engine import Engine
+from attn.errors import (
     AnalysisFailedError,
     AttnError,
     IntegrityError,
@@ -12,8 +12,9 @@ from .errors import (
     UnknownModelError,
     ViewError,
 )
-from .models import BUNDLED, REGISTRY, LoadedModel
-from .view import BOS_MODES, View
+from attn.model.registry import BUNDLED, REGISTRY
+from attn.model.loading import LoadedModel
+from attn.views.view import BOS_MODES, View
 
 __all__ = [
     "SCHEMA", "Ablation", "Analysis", "Deletion", "LensLayer", "TokenProb", "Engine", "AnalysisFailedError", "AttnError", "IntegrityError",

@@ -7,13 +7,15 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 
-from . import models
-from .engine import Engine
-from .errors import AttnError
-from .generation import check_settings
-from .labels import head_label, visible
-from .view import View, check_view, row, strongest
+from attn.model import registry as models
+from attn.compute.engine import Engine
+from attn.errors import AttnError
+from attn.settings import Settings
+from attn.compute.generation import check_settings
+from attn.views.labels import head_label, visible
+from attn.views.view import View, check_view, row, strongest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    engine = Engine(model_names=[args.model])
+    engine = Engine.for_settings(replace(Settings.from_env(), models=(args.model,)))
     try:
         if args.generate is not None:  # refused before the model loads
             check_settings(args.generate, args.temperature, args.seed)

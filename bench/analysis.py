@@ -9,7 +9,7 @@ from bench.start import client
 
 
 def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
-    from attn import inference
+    from attn.compute import forward as inference
 
     app_mod, loaded, app = ctx["app_mod"], ctx["loaded"], ctx["app"]
     c = client(app.url)

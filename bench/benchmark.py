@@ -41,7 +41,7 @@ interleaved with it where possible, and each figure is a median over repeats.
    of two new prompts vs one bare forward of the longer one (target <= 2.2x).
 
 The model is loaded once here through the app's own engine (whose loader is
-attn.models.load), so the bare forward pass and the in-process analysis use the very
+attn.model.loading.load), so the bare forward pass and the in-process analysis use the very
 same weights. The bare pass runs under torch.inference_mode(), like the analysis.
 
 ATTN_CACHE_DIR is honoured (children inherit it); unset, the app's default is used.

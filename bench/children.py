@@ -22,11 +22,13 @@ def child_main(args) -> None:
     """Runs in a fresh process: load, analyse one prompt of `size` tokens, bare forward."""
     import torch
 
-    from attn import inference, models
+    from attn.compute import forward as inference
+    from attn.model import loading as models
+    from attn.settings import Settings
 
     out: dict = {"size": args.child_size}
     t = now()
-    loaded = models.load(BUNDLED, lambda msg: None)
+    loaded = models.load(BUNDLED, Settings.from_env(), lambda msg: None)
     out["load_s"] = now() - t
     out["rss_after_load"] = peak_rss()
     tok = loaded.tokenizer
@@ -64,11 +66,11 @@ def child_main(args) -> None:
 def gguf_child_main(args) -> None:
     """The one-time conversion two ways, in one fresh process: transformers' own GGUF
     loader (tokenizer + dequantized model; what the demo did before attn/convert.py) and
-    attn.bundled's conversion into a checkpoint directory."""
+    attn.model.bundled's conversion into a checkpoint directory."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from attn import bundled
+    from attn.model import bundled
 
     pkg = bundled._gguf_module()
     out = {}

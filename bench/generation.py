@@ -1,7 +1,7 @@
 """Phase 7, generation and comparison (the engine half of issue 11), in this process.
 
 - Generate: 16 tokens after the artist passage with every step's attention
-  (attn.generation.generate) against transformers' `model.generate(max_new_tokens=16)`
+  (attn.compute.generation.generate) against transformers' `model.generate(max_new_tokens=16)`
   alone, both greedy (the tokens must agree), back to back in rotating order (target
   <= 1.5x, the median of per-repeat ratios).
 - Compare: two new prompts (artist-passage variants, so no cache answers) as the page runs
@@ -51,7 +51,8 @@ def model_generate(loaded, ids: list[int], n: int) -> tuple[float, list[int]]:
 
 
 def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
-    from attn import generation, inference
+    from attn.compute import generation
+    from attn.compute import forward as inference
 
     loaded = ctx["loaded"]
     ids = inference.encode(loaded.tokenizer, ARTIST)[0]
@@ -108,7 +109,7 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
             step()
     unembeds = engine.unembed_calls - unembeds0
     # The worst case, when neither next token is in the other's top-k: one unembedding of two rows.
-    from attn.compare import unembed_probs
+    from attn.compute.compare import unembed_probs
 
     last = engine.cached(a, BUNDLED), engine.cached(b, BUNDLED)
     hidden = np.stack([x.final_hidden for x in last])
@@ -145,9 +146,12 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
 def memory_child(kind: str) -> None:
     """Runs in a fresh process: load, then one generation or one analysis at 2048 tokens."""
     os.environ.setdefault("ATTN_DEVICE", "cpu")
-    from attn import generation, inference, models
+    from attn.compute import generation
+    from attn.compute import forward as inference
+    from attn.model import loading as models
+    from attn.settings import Settings
 
-    loaded = models.load(BUNDLED, lambda msg: None)
+    loaded = models.load(BUNDLED, Settings.from_env(), lambda msg: None)
     prompt = sized_prompt(loaded.tokenizer, MEMORY_TOKENS)
     inference.analyze(loaded, "Warm up")
     before = peak_rss()

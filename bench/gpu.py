@@ -7,7 +7,7 @@ No hub is reachable, so the script builds a random-weight Gemma3ForCausalLM with
 published google/gemma-3-1b-pt shapes (random weights cost what trained ones cost: same
 shapes, same kernels), saves it as a hub-style checkpoint with the Gemma tokenizer (the
 bundled model's: Gemma 3 shares one vocabulary), and loads it through the app's own path:
-`attn.models.load_spec` (bf16 on CUDA, eager attention, weights probed) inside an
+`attn.model.loading.load_spec` (bf16 on CUDA, eager attention, weights probed) inside an
 `attn.Engine` that caches nothing, so each `analyze` runs what the app's @spaces.GPU call runs.
 
 Measured per prompt size (the artist passage, 512 and 2048 tokens): the first call, the
@@ -93,9 +93,10 @@ def peak_gib(fn) -> float | None:
 def tokenizer_dir(arg: str | None) -> str:
     if arg:
         return arg
-    from attn import bundled
+    from attn.model import bundled
+    from attn.settings import Settings
 
-    directory, in_memory = bundled.ensure_checkpoint(print)
+    directory, in_memory = bundled.ensure_checkpoint(Settings.from_env().cache_dir, print)
     if in_memory is not None:
         sys.exit("The bundled cache is read-only here: pass --tokenizer DIR.")
     return str(directory)
@@ -126,8 +127,11 @@ def main() -> int:
     import torch
     import transformers
 
-    from attn import inference, models
-    from attn.engine import Engine
+    from attn.compute import forward as inference
+    from attn.compute.engine import Engine
+    from attn.model import loading as models
+    from attn.model import registry
+    from attn.settings import Settings
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.tiny:
@@ -150,9 +154,9 @@ def main() -> int:
         t = now()
         build_checkpoint(shapes, tok_dir, ckpt, device)
         results["build_s"] = now() - t
-        spec = replace(models.REGISTRY[MODEL], hf_id=ckpt)
+        spec = replace(registry.REGISTRY[MODEL], hf_id=ckpt)
         # cache_bytes=1 caches nothing: every analyze() is a forward pass.
-        engine = Engine(loader=lambda name, progress: models.load_spec(spec, progress), model_names=[MODEL],
+        engine = Engine(loader=lambda name, progress: models.load_spec(spec, Settings.from_env(), progress), model_names=[MODEL],
                         cache_bytes=1)
         t = now()
         loaded = engine.model(MODEL)

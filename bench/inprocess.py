@@ -25,9 +25,9 @@ def bare_forward(loaded, ids) -> float:
 def view_keys(app_mod, analysis, layer: int, head: str, bos: str, every_likely: bool = False,
               measure: str = "raw") -> list:
     """Keys of this view at every layer; with `every_likely`, of every view the
-    prefetcher draws after this one (attn.view_cache.likely_next)."""
-    from attn.view import View, check_view, parse_head
-    from attn.view_cache import likely_next
+    prefetcher draws after this one (attn.views.view_cache.likely_next)."""
+    from attn.views.view import View, check_view, parse_head
+    from attn.views.view_cache import likely_next
 
     view = check_view(analysis, View(layer=layer, head=parse_head(head), bos=bos, show_all=False, measure=measure))
     views = [view, *likely_next(analysis, view)] if every_likely else [
@@ -59,7 +59,7 @@ def settle(app_mod, analysis, layer, head, bos, timeout: float = 60, measure: st
 
 
 def reset_figures(app_mod) -> None:
-    from attn.cache import ByteLRU
+    from attn.compute.cache import ByteLRU
 
     figs = app_mod.VIEWS
     figs.cache = ByteLRU(figs.cache.max_bytes, size_of=len)
@@ -129,10 +129,10 @@ def view_switches(app_mod, analysis, reps: int, dwell: float = 3.0, analyze=None
 
 def view_components(analysis, reps: int = 3) -> dict:
     """Where on_view's time goes, piece by piece (no cache)."""
-    from attn.figures import line_diagram, to_svg
-    from attn.heatmap import heatmap_html
-    from attn.highlight import token_html
-    from attn.view import View
+    from attn.views.figures import line_diagram, to_svg
+    from attn.views.heatmap import heatmap_html
+    from attn.views.highlight import token_html
+    from attn.views.view import View
 
     view = View(layer=min(PRESET_LAYER, analysis.num_layers - 1))
     parts = {"line_diagram": [], "to_svg": [], "token_html": [], "heatmap_html": []}
@@ -189,7 +189,7 @@ def import_app(rep: Report, ctx: dict) -> None:
     import app as app_mod  # builds the Blocks and starts loading the default model
 
     t_import = now() - t
-    loaded = app_mod.ENGINE.model(BUNDLED)  # the engine's loader is attn.models.load
+    loaded = app_mod.ENGINE.model(BUNDLED)  # the engine's loader is attn.model.loading.load
     rep.raw["inprocess.import_app_s"] = t_import
     rep.raw["inprocess.import_and_load_s"] = now() - t
     ctx["app_mod"], ctx["loaded"] = app_mod, loaded

@@ -12,7 +12,8 @@ ABLATION_RATIO = 8.0
 
 
 def phase_measures(rep: Report, ctx: dict, reps: int) -> None:
-    from attn import Engine, inference
+    from attn import Engine
+    from attn.compute import forward as inference
 
     app_mod, loaded = ctx["app_mod"], ctx["loaded"]
     engine = app_mod.ENGINE

@@ -25,7 +25,7 @@ ADJECTIVES = ["steady", "calm", "firm", "careful", "gentle", "quick", "patient",
 
 
 def n_tokens(tokenizer, prompt: str) -> int:
-    from attn import inference
+    from attn.compute import forward as inference
 
     return len(inference.encode(tokenizer, prompt, max_tokens=10**7)[0])
 

@@ -60,7 +60,7 @@ def measure_launch(apps: list, log_dir: Path, cache_dir: str | None = None, read
 
 
 def phase_start(rep: Report, ctx: dict, launches: int) -> None:
-    from attn import bundled
+    from attn.model import bundled
 
     target = bundled.checkpoint_dir()
     t = now()

@@ -8,7 +8,7 @@ from bench.prompts import ARTIST, n_tokens, sized_prompt
 
 
 def phase_switching(rep: Report, ctx: dict, sizes: list[int], reps: dict) -> None:
-    from attn import inference
+    from attn.compute import forward as inference
 
     app_mod, loaded = ctx["app_mod"], ctx["loaded"]
     for size in sizes:
@@ -31,7 +31,7 @@ def phase_step_and_compare(rep: Report, ctx: dict, reps: int) -> None:
     """A step switch in a 16-token continuation of the artist passage, and a view switch
     (layer) of a comparison of two artist variants, each cold (nothing drawn ahead), against
     one in-process analysis of the artist passage (targets <= 5% and < 100 ms)."""
-    from attn import inference
+    from attn.compute import forward as inference
 
     from bench.inprocess import reset_figures, timed_view
 

@@ -31,9 +31,9 @@ import torch  # noqa: E402
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
 
-import attn.models  # noqa: E402
-from attn.models import LoadedModel  # noqa: E402
-from helpers import THIRSTY  # noqa: E402, F401 - `from conftest import THIRSTY` still works
+import attn.model.loading  # noqa: E402
+from attn.model.loading import LoadedModel  # noqa: E402
+from helpers import SETTINGS, THIRSTY  # noqa: E402, F401 - `from conftest import THIRSTY` still works
 
 # 50 x 12 tokens + BOS = 601 tokens: longer than Gemma 3's 512-token sliding window.
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)
@@ -64,10 +64,7 @@ def pytest_collection_modifyitems(config, items):
 def bundled() -> LoadedModel:
     """The real bundled Gemma 3 270M, loaded once for the whole session (on the CPU in
     float32 unless the caller chose a device with ATTN_DEVICE)."""
-    with pytest.MonkeyPatch.context() as mp:
-        if not os.environ.get("ATTN_DEVICE"):
-            mp.setenv("ATTN_DEVICE", "cpu")  # only for this load; subprocesses keep theirs
-        return attn.models.load(attn.models.BUNDLED)
+    return attn.model.loading.load(attn.model.registry.BUNDLED, SETTINGS)
 
 
 @pytest.fixture
@@ -80,7 +77,7 @@ def on_cpu(monkeypatch):
 def thirsty_analysis(bundled):
     """The bundled model's analysis of THIRSTY, made once for every test that only reads it
     (each analysis is a forward pass and the logit lens: about half a second of CPU)."""
-    from attn.inference import analyze
+    from attn.compute.forward import analyze
 
     return analyze(bundled, THIRSTY)
 

@@ -7,6 +7,7 @@ Fixtures live in conftest.py; this module holds plain functions and classes, imp
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from html.parser import HTMLParser
@@ -14,9 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from attn.analysis import Analysis, TokenProb
+from attn.compute.analysis import Analysis, TokenProb
+from attn.settings import Settings
 
 THIRSTY = "Jide was thirsty so she went looking for"
+
+# Where the tests find the converted bundled model (the caller's ATTN_CACHE_DIR, else the
+# user's cache), and the settings they load models with: on the CPU in float32 unless the
+# caller chose a device with ATTN_DEVICE (the numbers the tests check are float32 numbers).
+CACHE_DIR = Path(os.environ.get("ATTN_CACHE_DIR") or "~/.cache/attn-demo").expanduser()
+SETTINGS = Settings(cache_dir=CACHE_DIR, device=os.environ.get("ATTN_DEVICE") or "cpu")
 
 
 # ---- waiting -------------------------------------------------------------------------------
@@ -39,7 +47,7 @@ def wait_until(check, what: str = "the condition", timeout_s: float = 20.0, poll
 
 
 class FakeConversion:
-    """Stands in for attn.bundled._convert (the GGUF conversion): writes a tiny random
+    """Stands in for attn.model.bundled._convert (the GGUF conversion): writes a tiny random
     Gemma 3 and the given tokenizer into the work directory. Like the real one it leaves a
     partial model.gguf there when it fails (`fail=True`)."""
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from attn import ablation
-from attn.ablation import EXHAUSTIVE_MAX_TOKENS, MOST_ATTENDED, ablate, p_next_without
-from attn.engine import Engine
-from attn.inference import analyze
+from attn.compute import ablation
+from attn.compute.ablation import EXHAUSTIVE_MAX_TOKENS, MOST_ATTENDED, ablate, p_next_without
+from attn.compute.engine import Engine
+from attn.compute.forward import analyze
 
 THIRSTY = "Jide was thirsty so she went looking for"
 # 8 x 10 tokens + BOS: more than EXHAUSTIVE_MAX_TOKENS, so only the most attended are deleted.

@@ -12,11 +12,13 @@ from dataclasses import replace
 
 import pytest
 
-import attn.models as models
-from attn.inference import analyze
+import attn.model.loading as models
+import attn.model.registry as registry
+from attn.compute.forward import analyze
 from bench.gpu import GEMMA_3_1B, GEMMA_3_1B_PARAMS, TINY, build_checkpoint, tokenizer_dir
 from bench.prompts import ARTIST
 from conftest import ROOT
+from helpers import SETTINGS
 
 
 def test_the_sizing_model_has_gemma_3_1b_s_published_size_and_layer_pattern():
@@ -56,7 +58,7 @@ def test_the_gpu_sizing_script_runs_end_to_end_on_the_cpu_with_tiny_shapes(bundl
     # builds the same random weights here, and this process's analysis predicts the same token.
     ckpt = tmp_path / "ckpt"
     build_checkpoint(TINY, tokenizer_dir(None), str(ckpt), "cpu")
-    loaded = models.load_spec(replace(models.REGISTRY["gemma-3-1b"], hf_id=str(ckpt)), lambda msg: None)
+    loaded = models.load_spec(replace(registry.REGISTRY["gemma-3-1b"], hf_id=str(ckpt)), SETTINGS, lambda msg: None)
     assert sizes[0]["next_token"] == analyze(loaded, ARTIST).next_token
     # Same weights in float32 both ways on the CPU: the comparison must find no drift.
     drift = result["served_vs_float32"]

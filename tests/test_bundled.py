@@ -17,16 +17,19 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
-import attn.bundled as ckpt
-import attn.models as models
-from attn.inference import analyze
+import attn.model.bundled as ckpt
+import attn.model.loading as models
+from attn.model.registry import BUNDLED
+from attn.settings import Settings
+from attn.compute.forward import analyze
 from conftest import ROOT
-from helpers import FakeConversion, wait_until
+from helpers import CACHE_DIR, SETTINGS, FakeConversion, wait_until
 
 SMALL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json")
 
@@ -38,7 +41,7 @@ SMALL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json",
 def checkpoint(tmp_path, bundled) -> Path:  # `bundled` guarantees the real cache exists
     """The small files of the real converted checkpoint, a small fake model.safetensors,
     and a manifest written by the real code."""
-    real = ckpt.checkpoint_dir()
+    real = ckpt.checkpoint_dir(CACHE_DIR)
     directory = tmp_path / "ckpt"
     directory.mkdir()
     for name in SMALL_FILES:
@@ -193,9 +196,9 @@ def test_the_cache_directory_name_carries_the_gguf_digest(tmp_path):
     assert ckpt.checkpoint_dir(tmp_path) == tmp_path / f"gemma-3-270m-{digest[:12]}"
 
 
-def test_the_cache_root_follows_attn_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv(ckpt.CACHE_ENV, str(tmp_path / "elsewhere"))
-    assert ckpt.cache_root() == tmp_path / "elsewhere"
+def test_the_cache_root_follows_attn_cache_dir(tmp_path):
+    assert Settings.from_env({"ATTN_CACHE_DIR": str(tmp_path / "elsewhere")}).cache_dir == tmp_path / "elsewhere"
+    assert Settings.from_env({"XDG_CACHE_HOME": str(tmp_path)}).cache_dir == tmp_path / "attn-demo"
 
 
 # ---- ensure_checkpoint (with a fake, fast conversion) ---------------------------------
@@ -209,25 +212,25 @@ def fake_conversion(monkeypatch, tiny, bpe_tokenizer) -> FakeConversion:
 
 
 def test_a_fresh_cache_is_converted_once_and_then_reused(tmp_path, fake_conversion):
-    directory, in_memory = ckpt.ensure_checkpoint(root=tmp_path)
+    directory, in_memory = ckpt.ensure_checkpoint(tmp_path)
     assert in_memory is None
     assert directory == ckpt.checkpoint_dir(tmp_path)
     assert ckpt.verify(directory) is None
     manifest = json.loads((directory / ckpt.MANIFEST).read_text())
     assert manifest["source_sha256"] == ckpt._gguf_module().EXPECTED_SHA256
 
-    again, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    again, _ = ckpt.ensure_checkpoint(tmp_path)
     assert again == directory
     assert fake_conversion.calls == 1
     assert not list(tmp_path.glob(".convert-*"))
 
 
 def test_a_corrupt_cache_is_rebuilt_and_then_verifies(tmp_path, fake_conversion):
-    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    directory, _ = ckpt.ensure_checkpoint(tmp_path)
     flip_byte(directory / "model.safetensors", offset=-10)
     assert "corrupt" in ckpt.verify(directory)
 
-    rebuilt, in_memory = ckpt.ensure_checkpoint(root=tmp_path)
+    rebuilt, in_memory = ckpt.ensure_checkpoint(tmp_path)
     assert (rebuilt, in_memory) == (directory, None)
     assert fake_conversion.calls == 2
     assert ckpt.verify(rebuilt) is None
@@ -237,7 +240,7 @@ def test_an_unfinished_cache_without_a_manifest_is_rebuilt(tmp_path, fake_conver
     target = ckpt.checkpoint_dir(tmp_path)
     target.mkdir(parents=True)
     (target / "config.json").write_text("{}")  # a conversion killed half way
-    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    directory, _ = ckpt.ensure_checkpoint(tmp_path)
     assert fake_conversion.calls == 1
     assert ckpt.verify(directory) is None
 
@@ -246,14 +249,14 @@ def test_leftovers_of_a_killed_conversion_are_swept(tmp_path, fake_conversion):
     stale = tmp_path / ".convert-abandoned"
     stale.mkdir()
     (stale / "model.gguf").write_bytes(b"half")
-    ckpt.ensure_checkpoint(root=tmp_path)
+    ckpt.ensure_checkpoint(tmp_path)
     assert not stale.exists()
 
 
 def test_a_failed_conversion_leaves_no_cache_behind(tmp_path, tiny, bpe_tokenizer, monkeypatch):
     monkeypatch.setattr(ckpt, "_convert", FakeConversion(tiny, bpe_tokenizer, fail=True))
     with pytest.raises(RuntimeError, match="conversion died"):
-        ckpt.ensure_checkpoint(root=tmp_path)
+        ckpt.ensure_checkpoint(tmp_path)
     assert not ckpt.checkpoint_dir(tmp_path).exists()
     assert not list(tmp_path.glob(".convert-*"))
 
@@ -262,7 +265,7 @@ def test_an_unwritable_cache_root_converts_in_memory(tmp_path, fake_conversion):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     root = blocker / "cache"  # cannot be created, whoever runs the tests
-    directory, in_memory = ckpt.ensure_checkpoint(root=root)
+    directory, in_memory = ckpt.ensure_checkpoint(root)
     assert directory is None
     model, tokenizer = in_memory
     assert model.config.num_hidden_layers == 6
@@ -273,20 +276,20 @@ def test_an_unwritable_cache_root_converts_in_memory(tmp_path, fake_conversion):
 def test_a_corrupt_cache_in_a_read_only_root_is_neither_used_nor_touched(
     tmp_path, fake_conversion, monkeypatch
 ):
-    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    directory, _ = ckpt.ensure_checkpoint(tmp_path)
     flip_byte(directory / "model.safetensors", offset=-10)
     broken = (directory / "model.safetensors").read_bytes()
     monkeypatch.setattr(ckpt, "_writable", lambda root: False)
 
-    result_dir, in_memory = ckpt.ensure_checkpoint(root=tmp_path)
+    result_dir, in_memory = ckpt.ensure_checkpoint(tmp_path)
     assert result_dir is None and in_memory is not None
     assert (directory / "model.safetensors").read_bytes() == broken
 
 
 def test_a_valid_cache_in_a_read_only_root_is_used(tmp_path, fake_conversion, monkeypatch):
-    directory, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    directory, _ = ckpt.ensure_checkpoint(tmp_path)
     monkeypatch.setattr(ckpt, "_writable", lambda root: False)
-    assert ckpt.ensure_checkpoint(root=tmp_path) == (directory, None)
+    assert ckpt.ensure_checkpoint(tmp_path) == (directory, None)
     assert fake_conversion.calls == 1
 
 
@@ -305,10 +308,10 @@ def test_a_load_waits_for_another_converter_and_shows_its_steps(tmp_path, tiny, 
 
     monkeypatch.setattr(ckpt, "_convert", slow)
     with ThreadPoolExecutor(2) as pool:
-        converter = pool.submit(ckpt.ensure_checkpoint, lambda message: None, tmp_path)
+        converter = pool.submit(ckpt.ensure_checkpoint, tmp_path, lambda message: None)
         wait_until(lambda: (tmp_path / ckpt.PROGRESS_FILE).exists(), "the converter's first step")
         seen: list[str] = []
-        waiter = pool.submit(ckpt.ensure_checkpoint, seen.append, tmp_path)
+        waiter = pool.submit(ckpt.ensure_checkpoint, tmp_path, seen.append)
         wait_until(lambda: seen, "the waiting load's progress")
         assert seen[0] == "Another process is converting the model: Dequantizing the weights"
         assert not waiter.done()
@@ -319,7 +322,7 @@ def test_a_load_waits_for_another_converter_and_shows_its_steps(tmp_path, tiny, 
 
 
 def test_no_converter_process_starts_when_the_cache_is_ready(tmp_path, fake_conversion):
-    ckpt.ensure_checkpoint(root=tmp_path)
+    ckpt.ensure_checkpoint(tmp_path)
     assert ckpt.convert_in_background(tmp_path) is None
 
 
@@ -327,7 +330,7 @@ def test_no_converter_process_starts_when_the_cache_is_ready(tmp_path, fake_conv
 def test_a_converter_process_stops_when_the_app_that_started_it_goes(tmp_path):
     """A converter left behind by a killed app would hold the lock and the CPU."""
     app = subprocess.run(
-        [sys.executable, "-c", "import sys; from attn.bundled import convert_in_background; "
+        [sys.executable, "-c", "import sys; from attn.model.bundled import convert_in_background; "
                                "print(convert_in_background(__import__('pathlib').Path(sys.argv[1])).pid)",
          str(tmp_path)],
         capture_output=True, text=True, check=True, cwd=ROOT, timeout=60,
@@ -341,26 +344,25 @@ def test_a_converter_process_stops_when_the_app_that_started_it_goes(tmp_path):
 
 
 def test_loading_the_bundled_model_goes_through_the_verified_cache(
-    tmp_path, monkeypatch, fake_conversion, on_cpu
+    tmp_path, fake_conversion
 ):
-    monkeypatch.setenv(ckpt.CACHE_ENV, str(tmp_path))
-    loaded = models.load(models.BUNDLED)
+    settings = replace(SETTINGS, cache_dir=tmp_path, device="cpu")
+    loaded = models.load(BUNDLED, settings)
     assert fake_conversion.calls == 1
     assert ckpt.verify(ckpt.checkpoint_dir(tmp_path)) is None
-    assert loaded.name == models.BUNDLED and loaded.source == "bundled GGUF"
+    assert loaded.name == BUNDLED and loaded.source == "bundled GGUF"
     assert loaded.layer_types == ["local"] * 5 + ["global"]
     assert analyze(loaded, "The quick brown fox").num_layers == 6
 
-    models.load(models.BUNDLED)  # second start: read from the cache, no conversion
+    models.load(BUNDLED, settings)  # second start: read from the cache, no conversion
     assert fake_conversion.calls == 1
 
 
 def test_loading_the_bundled_model_works_when_the_cache_cannot_be_written(
-    tmp_path, monkeypatch, fake_conversion, on_cpu
+    tmp_path, fake_conversion
 ):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setenv(ckpt.CACHE_ENV, str(blocker / "cache"))
-    loaded = models.load(models.BUNDLED)
+    loaded = models.load(BUNDLED, replace(SETTINGS, cache_dir=blocker / "cache", device="cpu"))
     assert loaded.dtype == "float32"
     assert analyze(loaded, "The quick brown fox").num_tokens > 1

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attn.cache import ByteLRU
+from attn.compute.cache import ByteLRU
 
 
 def sized_cache(max_bytes: int) -> ByteLRU[bytes]:

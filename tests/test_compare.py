@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from attn import compare, inference
-from attn.compare import align, unembed_probs
-from attn.engine import Engine
+from attn.compute import compare
+from attn.compute import forward as inference
+from attn.compute.compare import align, unembed_probs
+from attn.compute.engine import Engine
 from attn.errors import PromptError
-from attn.models import BUNDLED
+from attn.model.registry import BUNDLED
 
 from helpers import THIRSTY
 from test_gpu_worker import ForkedWorker

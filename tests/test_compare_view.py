@@ -17,14 +17,14 @@ import pytest
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
-from attn.analysis import Analysis
-from attn.compare_view import (
+from attn.compute.analysis import Analysis
+from attn.views.compare_view import (
     CELL_PX, aligned_weights, compare_html, compare_svg, cross_html, difference_html,
 )
-from attn.inference import analyze
-from attn.labels import visible
-from attn.palette import CHANGED
-from attn.view import View, row
+from attn.compute.forward import analyze
+from attn.views.labels import visible
+from attn.views.palette import CHANGED
+from attn.views.view import View, row
 from helpers import THIRSTY, audit_html, made_up
 
 from conftest import ROOT
@@ -300,7 +300,7 @@ def test_the_cross_block_escapes_the_tokens(hungry, hostile):
 
 
 def test_importing_the_comparison_costs_no_matplotlib():
-    code = "import sys, attn.compare_view; print('matplotlib' in sys.modules)"
+    code = "import sys, attn.views.compare_view; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import attn.bundled as ckpt
-from attn import convert
-from attn.inference import analyze
-from attn.models import LoadedModel
+import attn.model.bundled as ckpt
+from attn.model import gguf as convert
+from attn.compute.forward import analyze
+from attn.model.loading import LoadedModel
 
 # The reference (transformers' GGUF loading) takes about a minute and the conversion with its
 # tokenizer loads half a minute more of CPU: every test here waits for one or both.

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-import attn.inference
-from attn.engine import Engine
+import attn.compute.forward
+from attn.compute.engine import Engine
 from attn.errors import ModelUnavailableError, PromptError, UnknownModelError
-from attn.models import BUNDLED
+from attn.model.registry import BUNDLED
 from helpers import THIRSTY
 
 
@@ -32,15 +32,15 @@ class CountingLoader:
 
 @pytest.fixture
 def forward_spy(monkeypatch):
-    """Counts real forward passes (calls to attn.inference.forward)."""
+    """Counts real forward passes (calls to attn.compute.forward.forward)."""
     calls = []
-    real = attn.inference.forward
+    real = attn.compute.forward.forward
 
     def spy(loaded, prompt, encoded, **kwargs):
         calls.append(prompt)
         return real(loaded, prompt, encoded, **kwargs)
 
-    monkeypatch.setattr(attn.inference, "forward", spy)
+    monkeypatch.setattr(attn.compute.forward, "forward", spy)
     return calls
 
 
@@ -165,9 +165,10 @@ def test_a_registered_model_that_is_not_enabled_is_refused(gpt2):
 
 
 def test_the_default_engine_offers_every_registered_model():
-    from attn.models import REGISTRY
+    from attn.model.registry import REGISTRY
+    from attn.settings import Settings
 
-    engine = Engine(loader=lambda name, progress: None)
+    engine = Engine.for_settings(Settings())
     assert engine.model_names == list(REGISTRY)
 
 

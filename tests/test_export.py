@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from attn import export
-from attn.analysis import SCHEMA
-from attn.figures import diagram_title, line_diagram
-from attn.inference import analyze
-from attn.view import View, row
+from attn.views import export
+from attn.compute.analysis import SCHEMA
+from attn.views.figures import diagram_title, line_diagram
+from attn.compute.forward import analyze
+from attn.views.view import View, row
 
 from conftest import THIRSTY
 

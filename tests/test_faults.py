@@ -22,21 +22,23 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-import attn.bundled as ckpt
-import attn.models as models
+import attn.model.bundled as ckpt
+import attn.model.loading as models
 from attn import (
     BUNDLED,
+    REGISTRY,
     AnalysisFailedError,
     AttnError,
     Engine,
     ModelUnavailableError,
     UnknownModelError,
 )
-from helpers import THIRSTY, FakeConversion
+from helpers import SETTINGS, THIRSTY, FakeConversion
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -76,7 +78,7 @@ def poisoned(bundled):
 
 def test_a_model_raising_mid_request_is_a_clear_error_and_the_engine_recovers(poisoned, caplog):
     engine, model = poisoned
-    with caplog.at_level(logging.ERROR, logger="attn.engine"):
+    with caplog.at_level(logging.ERROR, logger="attn.compute.engine"):
         with pytest.raises(AnalysisFailedError) as info:
             engine.analyze(POISON, BUNDLED)
     msg = str(info.value)
@@ -137,8 +139,8 @@ class FlakyLoader:
 
 def test_a_model_that_fails_to_load_is_reported_remembered_and_isolated(bundled, caplog):
     loader = FlakyLoader(bundled, {"gemma-3-1b": OSError("disk on fire: /models/gemma-3-1b is unreadable")})
-    engine = Engine(loader=loader)  # the real registry: both models
-    with caplog.at_level(logging.ERROR, logger="attn.engine"):
+    engine = Engine(loader=loader, model_names=list(REGISTRY))  # the real registry: both models
+    with caplog.at_level(logging.ERROR, logger="attn.compute.engine"):
         with pytest.raises(ModelUnavailableError) as info:
             engine.analyze("Hello", "gemma-3-1b")
     reason = str(info.value)
@@ -163,7 +165,7 @@ def test_a_model_that_fails_to_load_is_reported_remembered_and_isolated(bundled,
 
 def test_a_load_failure_with_its_own_message_keeps_it(bundled):
     own = ModelUnavailableError("Gemma 3 1B is gated: set the HF_TOKEN secret.")
-    engine = Engine(loader=FlakyLoader(bundled, {"gemma-3-1b": own}))
+    engine = Engine(loader=FlakyLoader(bundled, {"gemma-3-1b": own}), model_names=list(REGISTRY))
     with pytest.raises(ModelUnavailableError) as info:
         engine.analyze("Hello", "gemma-3-1b")
     assert str(info.value) == "Gemma 3 1B is gated: set the HF_TOKEN secret."
@@ -201,14 +203,14 @@ def fake(monkeypatch, tiny, bpe_tokenizer) -> FakeConversion:
     return conversion
 
 
-def test_a_read_only_cache_dir_falls_back_to_memory(tmp_path, monkeypatch, fake, on_cpu):
+def test_a_read_only_cache_dir_falls_back_to_memory(tmp_path, monkeypatch, fake):
     root = tmp_path / "ro"
     root.mkdir()
     root.chmod(0o555)
     try:
         if os.access(root, os.W_OK):  # root ignores the mode bits: make the check see what a user would
             monkeypatch.setattr(ckpt, "_writable", lambda path: False)
-        directory, in_memory = ckpt.ensure_checkpoint(root=root)
+        directory, in_memory = ckpt.ensure_checkpoint(root)
         assert directory is None and in_memory is not None
         model, tokenizer = in_memory
         assert model.config.num_hidden_layers == 6
@@ -217,8 +219,7 @@ def test_a_read_only_cache_dir_falls_back_to_memory(tmp_path, monkeypatch, fake,
         assert not fake.workdirs[0].is_relative_to(root) and not fake.workdirs[0].exists()
 
         # The whole load works from memory too, and analyses run.
-        monkeypatch.setenv(ckpt.CACHE_ENV, str(root))
-        engine = Engine(model_names=[BUNDLED])
+        engine = Engine.for_settings(replace(SETTINGS, cache_dir=root, models=(BUNDLED,), device="cpu"))
         assert engine.analyze("The quick brown fox", BUNDLED).num_layers == 6
         assert engine.status(BUNDLED)[0] == "ready"
         assert list(root.iterdir()) == []
@@ -252,23 +253,22 @@ def _corrupt(directory: Path, how: str) -> str:
 
 @pytest.mark.parametrize("how", ["half-written", "flipped-byte", "missing-file", "no-manifest", "garbage-manifest"])
 def test_a_broken_conversion_is_never_used_but_rebuilt(tmp_path, fake, how):
-    target, _ = ckpt.ensure_checkpoint(root=tmp_path)
+    target, _ = ckpt.ensure_checkpoint(tmp_path)
     assert ckpt.verify(target) is None and len(fake.workdirs) == 1
     expected = _corrupt(target, how)
     assert expected in ckpt.verify(target)
 
-    rebuilt, in_memory = ckpt.ensure_checkpoint(root=tmp_path)
+    rebuilt, in_memory = ckpt.ensure_checkpoint(tmp_path)
     assert (rebuilt, in_memory) == (target, None)
     assert len(fake.workdirs) == 2  # converted again, not loaded as it was
     assert ckpt.verify(rebuilt) is None
     assert not list(tmp_path.glob(".convert-*"))
 
 
-def test_a_broken_conversion_is_rebuilt_before_the_model_loads(tmp_path, monkeypatch, fake, on_cpu):
-    monkeypatch.setenv(ckpt.CACHE_ENV, str(tmp_path))
-    target, _ = ckpt.ensure_checkpoint()
+def test_a_broken_conversion_is_rebuilt_before_the_model_loads(tmp_path, fake):
+    target, _ = ckpt.ensure_checkpoint(tmp_path)
     _corrupt(target, "flipped-byte")
-    loaded = models.load(BUNDLED)
+    loaded = models.load(BUNDLED, replace(SETTINGS, cache_dir=tmp_path, device="cpu"))
     assert len(fake.workdirs) == 2
     assert ckpt.verify(target) is None
     assert loaded.num_layers == 6
@@ -280,7 +280,7 @@ KILLED_CONVERSION = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    import attn.bundled as ckpt
+    import attn.model.bundled as ckpt
 
     root, stage = Path(sys.argv[1]), sys.argv[2]
 
@@ -298,7 +298,7 @@ KILLED_CONVERSION = textwrap.dedent(
 
     ckpt._convert = convert
     ckpt._write_manifest = slow_manifest
-    ckpt.ensure_checkpoint(root=root)
+    ckpt.ensure_checkpoint(root)
     print("NOT KILLED")
     """
 )
@@ -309,7 +309,7 @@ KILLED_CONVERSION = textwrap.dedent(
 def test_a_conversion_killed_half_way_is_swept_and_redone(tmp_path, fake, stage, existing):
     target = ckpt.checkpoint_dir(tmp_path)
     if existing:
-        ckpt.ensure_checkpoint(root=tmp_path)
+        ckpt.ensure_checkpoint(tmp_path)
         _corrupt(target, existing)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", KILLED_CONVERSION, str(tmp_path), stage], cwd=str(ROOT), env=env,
@@ -339,7 +339,7 @@ def test_a_conversion_killed_half_way_is_swept_and_redone(tmp_path, fake, stage,
     # The next launch is not blocked by the dead process's lock, sweeps the leftovers and
     # converts again into a verified checkpoint.
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(out=ckpt.ensure_checkpoint(root=tmp_path)), daemon=True)
+    worker = threading.Thread(target=lambda: result.update(out=ckpt.ensure_checkpoint(tmp_path)), daemon=True)
     worker.start()
     worker.join(60)
     assert not worker.is_alive(), "the next launch hung (a lock left by the killed process?)"

@@ -12,10 +12,10 @@ import pytest
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
-from attn.figures import LEGIBLE_PT, line_diagram, line_diagram_html, line_svg, to_svg
-from attn.inference import analyze
-from attn.labels import visible
-from attn.view import View
+from attn.views.figures import LEGIBLE_PT, line_diagram, line_diagram_html, line_svg, to_svg
+from attn.compute.forward import analyze
+from attn.views.labels import visible
+from attn.views.view import View
 from helpers import made_up
 
 from conftest import ROOT
@@ -122,9 +122,9 @@ def test_labels_written_directly_are_the_bytes_matplotlib_writes(case, monkeypat
     markup and ampersands, the comparison's orange boxes."""
     from dataclasses import replace
 
-    from attn import figures
-    from attn.compare import align
-    from attn.compare_view import compare_svg
+    from attn.views import figures
+    from attn.compute.compare import align
+    from attn.views.compare_view import compare_svg
 
     words = [" Jide", " was", " <b>thirsty</b>", " &", ' "so"', " she", " went"]
     a = made_up(words)

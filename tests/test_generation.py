@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-import attn.generation
-from attn import generation, inference
-from attn.engine import Engine
+import attn.compute.generation
+from attn.compute import generation
+from attn.compute import forward as inference
+from attn.compute.engine import Engine
 from attn.errors import AnalysisFailedError, PromptError, ViewError
-from attn.generation import MAX_NEW_TOKENS, TOP_K, check_settings
-from attn.models import BUNDLED, LoadedModel
-from attn.view import View, check_view, row
+from attn.compute.generation import MAX_NEW_TOKENS, TOP_K, check_settings
+from attn.model.registry import BUNDLED
+from attn.model.loading import LoadedModel
+from attn.views.view import View, check_view, row
 
 from helpers import THIRSTY
 from test_gpu_worker import ForkedWorker
@@ -88,7 +90,7 @@ def test_greedy_generation_has_no_seed(gemma3_26):
 def test_generation_stops_at_an_end_of_sequence_token(gemma3_26, monkeypatch):
     full = generation.generate(gemma3_26, THIRSTY, 6)
     stop = int(full.generated_ids[2])
-    monkeypatch.setattr(attn.generation, "eos_ids", lambda loaded: {stop})
+    monkeypatch.setattr(attn.compute.generation, "eos_ids", lambda loaded: {stop})
     short = generation.generate(gemma3_26, THIRSTY, 6)
     first = full.generated_ids.tolist().index(stop)
     assert short.generated_ids.tolist() == full.generated_ids.tolist()[:first + 1]
@@ -217,7 +219,7 @@ def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeyp
     def fail(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(attn.generation, "decode", fail)  # inherited by the fork
+    monkeypatch.setattr(attn.compute.generation, "decode", fail)  # inherited by the fork
     with pytest.raises(AnalysisFailedError, match="failed while generating \\(MemoryError\\)"):
         engine.generate(THIRSTY, BUNDLED, 2)
     assert gpu.calls == 1 and len(engine.cache) == 0
@@ -290,8 +292,8 @@ def test_a_bad_prompt_is_refused_before_any_model_call(engine):
 def test_the_cli_prints_the_continuation_and_what_each_step_attended_to(bundled_f32, monkeypatch, capsys):
     import attn.cli
 
-    monkeypatch.setattr(attn.cli, "Engine", lambda model_names: Engine(
-        loader=lambda name, progress: bundled_f32, model_names=model_names))
+    monkeypatch.setattr(Engine, "for_settings", classmethod(lambda cls, settings, accelerator=None: cls(
+        loader=lambda name, progress: bundled_f32, model_names=list(settings.models))))
     assert attn.cli.main([THIRSTY, "--generate", "3", "--layer", "12"]) == 0
     out = capsys.readouterr().out
     assert "continuation (3 tokens, greedy): ' water. She'" in out

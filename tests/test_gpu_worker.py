@@ -18,11 +18,11 @@ import sys
 import numpy as np
 import pytest
 
-import attn.ablation
-import attn.inference
-from attn.engine import Engine
+import attn.compute.ablation
+import attn.compute.forward
+from attn.compute.engine import Engine
 from attn.errors import AnalysisFailedError, IntegrityError
-from attn.models import BUNDLED
+from attn.model.registry import BUNDLED
 
 from helpers import THIRSTY
 
@@ -100,7 +100,7 @@ def forked_engine(bundled_f32):
 def test_an_analysis_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, thirsty_analysis):
     engine, gpu = forked_engine
     remote = engine.analyze(THIRSTY, BUNDLED)
-    local = thirsty_analysis  # attn.inference.analyze(bundled_f32, THIRSTY), made once in conftest
+    local = thirsty_analysis  # attn.compute.forward.analyze(bundled_f32, THIRSTY), made once in conftest
     assert gpu.calls == 1 and gpu.worker_pids and multiprocessing.current_process().pid not in gpu.worker_pids
     assert remote.next_token == local.next_token == " water"
     # One CPU thread there, and here as many as conftest leaves (one, unless OMP_NUM_THREADS
@@ -121,7 +121,7 @@ def test_forward_passes_are_counted_in_the_main_process(forked_engine):
 def test_an_ablation_runs_its_batches_in_the_worker(forked_engine, bundled_f32):
     engine, gpu = forked_engine
     remote = engine.ablate(THIRSTY, BUNDLED)
-    local = attn.ablation.ablate(bundled_f32, attn.inference.analyze(bundled_f32, THIRSTY))
+    local = attn.compute.ablation.ablate(bundled_f32, attn.compute.forward.analyze(bundled_f32, THIRSTY))
     assert gpu.calls == 2  # the analysis, then one batch of 9 deletions
     assert [d.index for d in remote.deletions] == [d.index for d in local.deletions]
     np.testing.assert_allclose([d.p_next for d in remote.deletions], [d.p_next for d in local.deletions],
@@ -145,7 +145,7 @@ def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeyp
     def fail(*args, **kwargs):
         raise fault
 
-    monkeypatch.setattr(attn.inference, "forward", fail)  # inherited by the fork
+    monkeypatch.setattr(attn.compute.forward, "forward", fail)  # inherited by the fork
     with pytest.raises(expected, match=message):
         engine.analyze(THIRSTY, BUNDLED)
     assert gpu.calls == 1 and len(engine.cache) == 0

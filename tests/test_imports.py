@@ -23,14 +23,14 @@ def imported_after(statement: str) -> set[str]:
     return {name.split(".")[0] for name in out.stdout.split()}
 
 
-@pytest.mark.parametrize("module", ["attn.highlight", "attn.heatmap", "attn.summary", "attn.labels", "attn.view",
+@pytest.mark.parametrize("module", ["attn.views.highlight", "attn.views.heatmap", "attn.views.summary", "attn.views.labels", "attn.views.view",
                                     "attn.cli"])
 def test_the_html_views_and_the_cli_do_not_import_matplotlib(module):
     assert "matplotlib" not in imported_after(f"import {module}")
 
 
 def test_the_engine_never_imports_the_ui():
-    loaded = imported_after("import attn, attn.engine, attn.view_cache, attn.summary, attn.link")
+    loaded = imported_after("import attn, attn.compute.engine, attn.views.view_cache, attn.views.summary, attn.web.link")
     assert "gradio" not in loaded and "app" not in loaded and "spaces" not in loaded
 
 

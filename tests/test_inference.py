@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from attn import inference, view as views
-from attn.analysis import SCHEMA, Analysis, TokenProb
+from attn.compute import forward as inference
+from attn.views import view as views
+from attn.compute.analysis import SCHEMA, Analysis, TokenProb
 from attn.errors import IntegrityError, PromptError, ViewError
-from attn.inference import FULL_MATRIX_MAX_TOKENS, analyze, check_integrity, encode
-from attn.view import View
+from attn.compute.forward import FULL_MATRIX_MAX_TOKENS, analyze, check_integrity, encode
+from attn.views.view import View
 from helpers import THIRSTY
 
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)  # 601 tokens

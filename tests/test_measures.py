@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from attn.analysis import SCHEMA
+from attn.compute.analysis import SCHEMA
 from attn.errors import IntegrityError
-from attn.inference import analyze
-from attn.measures import rollout
-from attn.models import LoadedModel
-from attn.view import View, row
+from attn.compute.forward import analyze
+from attn.compute.measures import rollout
+from attn.model.loading import LoadedModel
+from attn.views.view import View, row
 
 THIRSTY = "Jide was thirsty so she went looking for"
 TOL = 1e-4

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-import attn.models as models
+import attn.model.loading as models
+import attn.model.registry as registry
 from attn.errors import ModelUnavailableError, UnknownModelError
-from attn.inference import analyze
-from attn.models import LoadedModel, ModelSpec
+from attn.compute.forward import analyze
+from attn.model.registry import ModelSpec
+from attn.model.loading import LoadedModel
+from helpers import SETTINGS
 
 FAKE_TOKEN = "hf_FAKE0123456789abcdefSECRET"
 
@@ -21,16 +26,16 @@ def global_layers(loaded: LoadedModel) -> list[int]:
 
 
 def test_registry_offers_the_bundled_model_and_gemma_3_1b():
-    assert models.BUNDLED == "gemma-3-270m"
-    assert models.REGISTRY["gemma-3-270m"].source == "bundled"
-    spec = models.REGISTRY["gemma-3-1b"]
+    assert registry.BUNDLED == "gemma-3-270m"
+    assert registry.REGISTRY["gemma-3-270m"].source == "bundled"
+    spec = registry.REGISTRY["gemma-3-1b"]
     assert (spec.source, spec.hf_id, spec.needs_token) == ("hub", "google/gemma-3-1b-pt", True)
 
 
 @pytest.mark.parametrize("name", ["gpt-5", "", "Gemma-3-270M", None, ["gemma-3-270m"]])
 def test_unknown_model_name_raises_unknown_model_error_listing_the_choices(name):
     with pytest.raises(UnknownModelError) as info:
-        models.get_spec(name)
+        registry.get_spec(name)
     message = str(info.value)
     assert "gemma-3-270m" in message and "gemma-3-1b" in message
     assert not message.startswith(("'", '"'))  # shown as text, not as a KeyError repr
@@ -38,7 +43,7 @@ def test_unknown_model_name_raises_unknown_model_error_listing_the_choices(name)
 
 def test_load_rejects_an_unknown_name_before_loading_anything():
     with pytest.raises(UnknownModelError, match="Choose one of"):
-        models.load("meta-llama/Llama-3-8B")
+        models.load("meta-llama/Llama-3-8B", SETTINGS)
 
 
 # ---- layer pattern -------------------------------------------------------------------
@@ -52,14 +57,14 @@ def test_bundled_model_marks_every_sixth_layer_global(bundled):
 
 
 def test_registry_facts_match_the_loaded_bundled_model(bundled):
-    spec = models.REGISTRY[models.BUNDLED]
+    spec = registry.REGISTRY[registry.BUNDLED]
     assert (spec.num_layers, spec.num_heads) == (bundled.num_layers, bundled.num_heads)
     assert bundled.default_layer == spec.default_layer
     assert 0 <= spec.default_layer < bundled.num_layers
 
 
 def test_registry_facts_for_gemma_3_1b_match_its_layer_pattern(gemma3_26):
-    spec = models.REGISTRY["gemma-3-1b"]
+    spec = registry.REGISTRY["gemma-3-1b"]
     assert (spec.num_layers, spec.num_heads) == (gemma3_26.num_layers, gemma3_26.num_heads)
     assert 0 <= spec.default_layer < spec.num_layers
 
@@ -133,7 +138,7 @@ def test_wrap_refuses_a_model_that_returns_no_attention_weights(tiny, bpe_tokeni
 
 
 def test_load_spec_loads_a_hub_style_checkpoint_from_a_local_directory(
-    tmp_path, tiny, bpe_tokenizer, on_cpu
+    tmp_path, tiny, bpe_tokenizer
 ):
     model = tiny.gemma3(vocab_size=len(bpe_tokenizer), num_layers=8, seed=1)
     model.save_pretrained(tmp_path)
@@ -142,7 +147,7 @@ def test_load_spec_loads_a_hub_style_checkpoint_from_a_local_directory(
         name="local-gemma", label="Local Gemma", source="hub", hf_id=str(tmp_path),
         needs_token=False, default_layer=6,
     )
-    loaded = models.load_spec(spec)
+    loaded = models.load_spec(spec, replace(SETTINGS, device="cpu"))
 
     assert loaded.name == "local-gemma"
     assert loaded.source == str(tmp_path)
@@ -154,21 +159,19 @@ def test_load_spec_loads_a_hub_style_checkpoint_from_a_local_directory(
     torch.testing.assert_close(result.last_row, expected.last_row)  # the very weights saved
 
 
-def test_gated_model_without_hf_token_names_the_missing_secret(monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+def test_gated_model_without_hf_token_names_the_missing_secret():
     with pytest.raises(ModelUnavailableError, match="HF_TOKEN"):
-        models.load("gemma-3-1b")
+        models.load("gemma-3-1b", replace(SETTINGS, hf_token=None))
 
 
 def test_gated_model_offline_fails_cleanly_without_echoing_the_token(monkeypatch):
     import huggingface_hub.constants
 
-    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # huggingface_hub reads the variable at import time, which has already happened.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelUnavailableError) as info:
-        models.load("gemma-3-1b")
+        models.load("gemma-3-1b", replace(SETTINGS, hf_token=FAKE_TOKEN))
     assert "google/gemma-3-1b-pt" in str(info.value)
     assert FAKE_TOKEN not in str(info.value)
 
@@ -179,10 +182,9 @@ def test_a_load_error_that_quotes_the_token_is_redacted(monkeypatch):
     def leaky(*args, **kwargs):
         raise OSError(f"401 Unauthorized for token {FAKE_TOKEN}")
 
-    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", leaky)
     with pytest.raises(ModelUnavailableError) as info:
-        models.load("gemma-3-1b")
+        models.load("gemma-3-1b", replace(SETTINGS, hf_token=FAKE_TOKEN))
     assert FAKE_TOKEN not in str(info.value)
     assert "401 Unauthorized for token ***" in str(info.value)
 
@@ -190,17 +192,19 @@ def test_a_load_error_that_quotes_the_token_is_redacted(monkeypatch):
 # ---- device --------------------------------------------------------------------------
 
 
-def test_cpu_runs_in_float32(monkeypatch):
-    monkeypatch.setenv("ATTN_DEVICE", "cpu")
-    assert models.pick_device() == ("cpu", torch.float32)
+def test_cpu_runs_in_float32():
+    assert models.pick_device(replace(SETTINGS, device="cpu")) == ("cpu", torch.float32)
 
 
-def test_cuda_runs_in_bfloat16_never_float16(monkeypatch):
-    monkeypatch.setenv("ATTN_DEVICE", "cuda")
-    assert models.pick_device() == ("cuda", torch.bfloat16)
+def test_cuda_runs_in_bfloat16_never_float16():
+    assert models.pick_device(replace(SETTINGS, device="cuda")) == ("cuda", torch.bfloat16)
 
 
 def test_without_a_gpu_the_default_is_cpu(monkeypatch):
-    monkeypatch.delenv("ATTN_DEVICE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert models.pick_device() == ("cpu", torch.float32)
+    assert models.pick_device(replace(SETTINGS, device=None)) == ("cpu", torch.float32)
+
+
+def test_on_zerogpu_the_default_is_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the GPU comes with each call
+    assert models.pick_device(replace(SETTINGS, device=None, zero_gpu=True)) == ("cuda", torch.bfloat16)

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from attn import BUNDLED, Engine, PromptError, TokenProb, View
-from attn.figures import line_diagram, to_svg
-from attn.heatmap import heatmap_html
-from attn.highlight import token_html
-from attn.summary import continuation_html, top_k_html
+from attn.views.figures import line_diagram, to_svg
+from attn.views.heatmap import heatmap_html
+from attn.views.highlight import token_html
+from attn.views.summary import continuation_html, top_k_html
 from helpers import audit_html
 
 EXPLORE = os.environ.get("ATTN_HYPOTHESIS_EXPLORE") == "1"

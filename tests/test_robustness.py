@@ -33,12 +33,12 @@ from attn import (
     View,
     ViewError,
 )
-from attn.figures import line_diagram, to_svg
-from attn.heatmap import CELL_LIMIT, heatmap_html
-from attn.highlight import token_html
-from attn.labels import visible
-from attn.summary import continuation_html, top_k_html
-from attn.view import check_view
+from attn.views.figures import line_diagram, to_svg
+from attn.views.heatmap import CELL_LIMIT, heatmap_html
+from attn.views.highlight import token_html
+from attn.views.labels import visible
+from attn.views.summary import continuation_html, top_k_html
+from attn.views.view import check_view
 from helpers import THIRSTY, audit_html
 
 MODEL = BUNDLED
@@ -163,7 +163,7 @@ def assert_renders_inert(analysis, *, svg: bool = True) -> dict[str, str]:
 
 def shown_token(text: str) -> str:
     """How the highlighted view spells a token's text: newlines marked ↵, tabs ⇥, other
-    control characters as \\xNN (see attn.highlight._token_text)."""
+    control characters as \\xNN (see attn.views.highlight._token_text)."""
     out = text.replace("\n", "↵\n").replace("\t", "⇥\t")
     return "".join(ch if ord(ch) >= 32 or ch in "\n\t" else f"\\x{ord(ch):02x}" for ch in out)
 

@@ -16,15 +16,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import app_server
 
-import attn.models as models
+import attn.model.loading as models
 from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError
-from helpers import THIRSTY
+from helpers import SETTINGS, THIRSTY
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -60,7 +61,7 @@ def no_loading(monkeypatch):
 @pytest.mark.parametrize("name", HOSTILE_NAMES + [None, 7, ("gemma-3-270m",), ["gemma-3-270m"]])
 def test_only_registry_names_can_be_loaded(no_loading, name):
     with pytest.raises(UnknownModelError) as info:
-        models.load(name)
+        models.load(name, SETTINGS)
     msg = str(info.value)
     assert msg.startswith("Unknown model '") and msg.endswith(f"Choose one of: {', '.join(REGISTRY)}.")
     assert not re.search(r"[/\\<>:~]", msg.split("Choose")[0]), msg  # no path or markup echoed back
@@ -71,9 +72,9 @@ def test_a_local_directory_name_is_not_loaded(no_loading, tmp_path):
     """Even a real checkpoint-looking directory is not a model name."""
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(UnknownModelError):
-        models.load(str(tmp_path))
+        models.load(str(tmp_path), SETTINGS)
     with pytest.raises(UnknownModelError):
-        Engine().analyze("Hello", str(tmp_path))
+        Engine.for_settings(SETTINGS).analyze("Hello", str(tmp_path))
     assert no_loading == []
 
 
@@ -89,7 +90,7 @@ class SpyLoader:
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_the_engine_refuses_a_path_like_model_before_any_loader_runs(name):
     spy = SpyLoader()
-    engine = Engine(loader=spy)
+    engine = Engine(loader=spy, model_names=list(REGISTRY))
     for call in (lambda: engine.analyze("Hello", name), lambda: engine.model(name), lambda: engine.status(name)):
         with pytest.raises(UnknownModelError):
             call()
@@ -138,7 +139,7 @@ def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatc
     from transformers import Gemma3ForCausalLM  # noqa: F401
     import transformers
 
-    from attn import bundled
+    from attn.model import bundled
 
     asked = []
 
@@ -159,11 +160,11 @@ def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatc
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
     monkeypatch.setattr(bundled, "ensure_checkpoint", lambda *args, **kwargs: (tmp_path, None))
     (tmp_path / "tokenizer_config.json").write_text("{}")
-    monkeypatch.setenv("HF_TOKEN", "hf_notARealToken")  # gated models get as far as from_pretrained
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = replace(SETTINGS, hf_token="hf_notARealToken")  # gated models get as far as from_pretrained
     for spec in REGISTRY.values():
         with pytest.raises((RuntimeError, ModelUnavailableError), match="spy: no weights here"):
-            models.load_spec(spec, lambda msg: None)
+            models.load_spec(spec, settings, lambda msg: None)
     allowed = {spec.hf_id for spec in REGISTRY.values() if spec.hf_id} | {str(tmp_path)}
     assert set(asked) == allowed, asked  # each model asked once for the tokenizer, once for the weights
     assert len(asked) == 2 * len(REGISTRY)
@@ -175,7 +176,6 @@ def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatc
 @pytest.fixture
 def secret(monkeypatch) -> str:
     token = f"hf_attnTestSecret{uuid.uuid4().hex}"
-    monkeypatch.setenv("HF_TOKEN", token)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants
 
@@ -185,9 +185,10 @@ def secret(monkeypatch) -> str:
 
 def test_the_token_is_not_in_a_failed_load(secret, caplog, capfd):
     caplog.set_level(logging.DEBUG)
-    engine = Engine()
+    settings = replace(SETTINGS, hf_token=secret)
+    engine = Engine.for_settings(settings)
     with pytest.raises(ModelUnavailableError) as info:
-        models.load("gemma-3-1b")
+        models.load("gemma-3-1b", settings)
     with pytest.raises(ModelUnavailableError) as via_engine:
         engine.analyze("Hello", "gemma-3-1b")
     out, err = capfd.readouterr()
@@ -205,7 +206,7 @@ def test_a_hub_error_that_echoes_the_token_is_redacted(secret, monkeypatch, capl
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", leaky)
     caplog.set_level(logging.DEBUG)
-    engine = Engine()
+    engine = Engine.for_settings(replace(SETTINGS, hf_token=secret))
     with pytest.raises(ModelUnavailableError) as info:
         engine.analyze("Hello", "gemma-3-1b")
     out, err = capfd.readouterr()
@@ -280,7 +281,7 @@ def test_the_app_is_never_shared_publicly():
 QUEUE_PROBE = """
 import json, os, runpy
 import gradio as gr
-from attn.engine import Engine
+from attn.compute.engine import Engine
 
 gr.Blocks.launch = lambda self, *args, **kwargs: None
 gr.Blocks.block_thread = lambda self: None

@@ -85,7 +85,7 @@ def test_the_front_matter_describes_a_zerogpu_gradio_space():
 
 
 def test_the_front_matter_names_the_gated_model_the_space_loads():
-    from attn.models import REGISTRY
+    from attn.model.registry import REGISTRY
 
     hub_ids = {spec.hf_id for spec in REGISTRY.values() if spec.hf_id}
     assert hub_ids <= set(front_matter()["models"])

@@ -10,11 +10,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from attn import generation, words
-from attn.figures import line_diagram_html
-from attn.inference import analyze
-from attn.view import View
-from attn.view_cache import ViewCache, likely_next
+from attn.compute import generation
+from attn.views import words
+from attn.views.figures import line_diagram_html
+from attn.compute.forward import analyze
+from attn.views.view import View
+from attn.views.view_cache import ViewCache, likely_next
 from helpers import THIRSTY
 
 
@@ -137,7 +138,7 @@ def test_every_line_runs_from_the_prediction_to_the_centre_of_its_input_label(th
 
 
 def test_line_widths_follow_the_weights_the_lab_way(thirsty):
-    from attn.view import row
+    from attn.views.view import row
 
     view = View(layer=12)
     svg = ViewCache(prefetch=False).line_svg(thirsty, view).data
@@ -156,7 +157,7 @@ def test_the_png_export_draws_the_same_diagram(thirsty):
     import numpy as np
     from PIL import Image
 
-    from attn.figures import line_diagram, to_png
+    from attn.views.figures import line_diagram, to_png
 
     fig = line_diagram(thirsty, View(layer=12))
     image = np.asarray(Image.open(io.BytesIO(to_png(fig))).convert("RGB")).astype(int)
@@ -191,7 +192,7 @@ def test_figures_drawn_on_many_threads_at_once_keep_their_labels_as_text(thirsty
     process-wide, and a race once turned a figure's labels into glyph paths."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from attn.figures import line_diagram, to_svg
+    from attn.views.figures import line_diagram, to_svg
 
     def draw(i):
         svg = to_svg(line_diagram(thirsty, View(layer=i % thirsty.num_layers, head=i % 3)))

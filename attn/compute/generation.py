@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import measures
-from .analysis import Analysis, TokenProb, _rounded
-from .errors import IntegrityError, ModelUnavailableError, ViewError, echo
-from .inference import DEFAULT_MAX_TOKENS, ROW_SUM_TOL, decode_one, encode
-from .models import LoadedModel
+from attn.compute import measures
+from attn.compute.analysis import Analysis, TokenProb, _rounded
+from attn.errors import IntegrityError, ModelUnavailableError, ViewError, echo
+from attn.compute.forward import DEFAULT_MAX_TOKENS, ROW_SUM_TOL, decode_one, encode
+from attn.model.loading import LoadedModel
 
 GENERATION_SCHEMA = "attn-generation/1"
 MAX_NEW_TOKENS = 32  # each step costs about one decode step of the model (~0.1 s on this CPU)

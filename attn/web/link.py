@@ -5,7 +5,7 @@ continuation)
 read into a view, and a view written back as one.
 
 A link is checked against the model's spec, before any analysis exists, by the same rule
-as every other view (attn.view.check_view); a value the model does not allow is replaced
+as every other view (attn.views.view.check_view); a value the model does not allow is replaced
 by the nearest usable one, with a note saying so (the page shows the notes as toasts).
 """
 
@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from .errors import ViewError, echo
-from .generation import check_settings
-from .models import ModelSpec
-from .view import View, check_bos, check_head, check_layer, check_measure, nearest_layer, parse_head
+from attn.errors import ViewError, echo
+from attn.compute.generation import check_settings
+from attn.model.registry import ModelSpec
+from attn.views.view import View, check_bos, check_head, check_layer, check_measure, nearest_layer, parse_head
 
 
 @dataclass(frozen=True)

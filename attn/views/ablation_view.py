@@ -10,11 +10,11 @@ from html import escape
 
 import numpy as np
 
-from .ablation import MOST_ATTENDED, Ablation, agreement
-from .analysis import Analysis
-from .labels import head_label, measure_label, visible
-from .palette import BLUE, PREDICTED
-from .view import View, check_view, row
+from attn.compute.ablation import MOST_ATTENDED, Ablation, agreement
+from attn.compute.analysis import Analysis
+from attn.views.labels import head_label, measure_label, visible
+from attn.views.palette import BLUE, PREDICTED
+from attn.views.view import View, check_view, row
 
 BAR_PX = 36
 DROP = "#c5221f"  # the prediction lost probability without the token

@@ -37,10 +37,10 @@ from matplotlib.path import Path
 from matplotlib.text import Text
 from matplotlib.transforms import IdentityTransform
 
-from .analysis import Analysis
-from .labels import MAX_LABEL_CHARS, head_label, measure_label, visible
-from .palette import BLUE, GENERATED, GRAY, PREDICTED, PREDICTED_FILL
-from .view import View, check_view, matrix, row
+from attn.compute.analysis import Analysis
+from attn.views.labels import MAX_LABEL_CHARS, head_label, measure_label, visible
+from attn.views.palette import BLUE, GENERATED, GRAY, PREDICTED, PREDICTED_FILL
+from attn.views.view import View, check_view, matrix, row
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .analysis import BOS_LABEL, Analysis
+from attn.compute.analysis import BOS_LABEL, Analysis
 
 
 def is_punctuation(piece: str) -> bool:

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from .analysis import Analysis
-from .models import LoadedModel
+from attn.compute.analysis import Analysis
+from attn.model.loading import LoadedModel
 
 COMPARE_SCHEMA = "attn-compare/1"
 
@@ -116,7 +116,7 @@ def unembed_probs(loaded: LoadedModel, hidden: np.ndarray, token_ids: list[int])
     config has it). One (n x vocab) projection, no decoder layer."""
     import torch
 
-    from .measures import find_parts, unembed
+    from attn.compute.measures import find_parts, unembed
 
     parts = find_parts(loaded.model)
     if parts is None:

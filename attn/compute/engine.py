@@ -8,22 +8,23 @@ every request, never silently swapped for another model).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Callable
 
-from . import ablation, compare, generation, inference, models
-from .ablation import Ablation
-from .analysis import Analysis
-from .cache import ByteLRU, CacheStats
-from .compare import Comparison
-from .errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, UnknownModelError, echo
-from .generation import Generation
-from .models import LoadedModel
+from attn.compute import ablation, compare, generation
+from attn.compute import forward as inference
+from attn.compute.ablation import Ablation
+from attn.compute.analysis import Analysis
+from attn.compute.cache import ByteLRU, CacheStats
+from attn.compute.compare import Comparison
+from attn.compute.generation import Generation
+from attn.errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, UnknownModelError, echo
+from attn.model import loading
+from attn.model.loading import LoadedModel
+from attn.model.registry import get_spec
+from attn.settings import Settings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CACHE_BYTES = int(os.environ.get("ATTN_CACHE_BYTES", str(256 * 1024 * 1024)))
 
 Loader = Callable[[str, Callable[[str], None]], LoadedModel]
 Accelerator = Callable[[Callable], Callable]  # e.g. spaces.GPU(duration=10)
@@ -33,10 +34,10 @@ class Engine:
     def __init__(
         self,
         *,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        max_tokens: int = inference.DEFAULT_MAX_TOKENS,
-        loader: Loader = models.load,
-        model_names: list[str] | None = None,
+        loader: Loader,
+        model_names: list[str],
+        cache_bytes: int = Settings.cache_bytes,
+        max_tokens: int = Settings.max_tokens,
         accelerator: Accelerator | None = None,
     ):
         self.max_tokens = max_tokens
@@ -45,7 +46,7 @@ class Engine:
         # under ("compare", model, prompt_a, prompt_b).
         self.cache: ByteLRU[Analysis | Ablation | Generation | Comparison] = ByteLRU(
             cache_bytes, size_of=lambda a: a.nbytes)
-        self.model_names = list(model_names or models.REGISTRY)
+        self.model_names = list(model_names)
         self._loader = loader
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
@@ -65,11 +66,19 @@ class Engine:
         self._generate = wrap(self._generate_outcome)
         self._unembed = wrap(self._unembed_outcome)
 
+    @classmethod
+    def for_settings(cls, settings: Settings, accelerator: Accelerator | None = None) -> "Engine":
+        """The engine of the app and the CLI: the registry's models as `settings` offer and
+        load them."""
+        return cls(loader=lambda name, progress: loading.load(name, settings, progress),
+                   model_names=list(settings.models), cache_bytes=settings.cache_bytes,
+                   max_tokens=settings.max_tokens, accelerator=accelerator)
+
     # ---- models -------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
         if name not in self._load_locks:
-            models.get_spec(name)  # raises UnknownModelError with the list of names
-            raise models.UnknownModelError(f"Model {echo(name)} is not enabled in this demo.")
+            get_spec(name)  # raises UnknownModelError with the list of names
+            raise UnknownModelError(f"Model {echo(name)} is not enabled in this demo.")
 
     def model(self, name: str) -> LoadedModel:
         """The loaded model, loading it on first use. Raises ModelUnavailableError."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from html import escape
 
-from .analysis import Analysis
-from .labels import head_label
-from .palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL
-from .view import View, check_view, row
+from attn.compute.analysis import Analysis
+from attn.views.labels import head_label
+from attn.views.palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL
+from attn.views.view import View, check_view, row
 
 SHADE = BLUE_RGB  # the line diagram's blue
 GENERATED_STYLE = (f"font-style:italic;text-decoration:underline dotted {GENERATED};"

@@ -16,9 +16,9 @@ from html import escape
 
 import numpy as np
 
-from .analysis import Analysis
-from .labels import head_label, measure_label, visible
-from .palette import (
+from attn.compute.analysis import Analysis
+from attn.views.labels import head_label, measure_label, visible
+from attn.views.palette import (
     GENERATED,
     GLOBAL_LAYER,
     HEATMAP_GRAY_HIGH,
@@ -27,7 +27,7 @@ from .palette import (
     HEATMAP_LOW,
     PREDICTED,
 )
-from .view import View, check_view, overview
+from attn.views.view import View, check_view, overview
 
 CELL_LIMIT = 160
 ROW_PX = 16

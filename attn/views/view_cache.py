@@ -20,11 +20,11 @@ import logging
 import threading
 from dataclasses import replace
 
-from .analysis import Analysis
-from .cache import ByteLRU
-from .figures import Svg, line_svg
-from .heatmap import heatmap_grid, heatmap_html
-from .view import BOS_MODES, View, available_measures, check_view
+from attn.compute.analysis import Analysis
+from attn.compute.cache import ByteLRU
+from attn.views.figures import Svg, line_svg
+from attn.views.heatmap import heatmap_grid, heatmap_html
+from attn.views.view import BOS_MODES, View, available_measures, check_view
 
 log = logging.getLogger(__name__)
 

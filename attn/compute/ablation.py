@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import measures
-from .analysis import Analysis
-from .models import LoadedModel
+from attn.compute import measures
+from attn.compute.analysis import Analysis
+from attn.model.loading import LoadedModel
 
 ABLATION_SCHEMA = "attn-ablation/1"
 EXHAUSTIVE_MAX_TOKENS = 64  # up to this many tokens (with <BOS>), every token is deleted in turn

@@ -7,16 +7,16 @@ position is what predicted it. (The original lab ran the model twice for this.)
 from __future__ import annotations
 
 import contextlib
-import os
 
 import numpy as np
 
-from . import measures
-from .analysis import BOS_LABEL, Analysis, LensLayer, TokenProb
-from .errors import IntegrityError, PromptError
-from .models import LoadedModel
+from attn.compute import measures
+from attn.compute.analysis import BOS_LABEL, Analysis, LensLayer, TokenProb
+from attn.errors import IntegrityError, PromptError
+from attn.model.loading import LoadedModel
+from attn.settings import MAX_TOKENS
 
-DEFAULT_MAX_TOKENS = int(os.environ.get("ATTN_MAX_TOKENS", "2048"))
+DEFAULT_MAX_TOKENS = MAX_TOKENS
 FULL_MATRIX_MAX_TOKENS = 128  # the all-pairs view is unreadable beyond this anyway
 MAX_CHARS_PER_TOKEN = 100  # reject absurd inputs before paying for tokenization
 ROW_SUM_TOL = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 2e-2, "float16": 1e-2}

@@ -13,9 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .analysis import Analysis
-from .errors import ViewError, echo
-from .labels import measure_label
+from attn.compute.analysis import Analysis
+from attn.errors import ViewError, echo
+from attn.views.labels import measure_label
 
 HEAD_MODES = ("mean", "max")
 BOS_MODES = ("gray", "hide", "exclude")

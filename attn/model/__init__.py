@@ -1,0 +1,2 @@
+"""The model: which models are offered (registry), how one is loaded (loading), and the
+bundled Gemma 3 270M, converted once from its GGUF (gguf) into a verified cache (bundled)."""
