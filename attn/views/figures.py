@@ -40,7 +40,7 @@ from matplotlib.transforms import IdentityTransform
 from attn.compute.analysis import Analysis
 from attn.views.labels import MAX_LABEL_CHARS, head_label, measure_label, visible
 from attn.views.palette import BLUE, GENERATED, GRAY, PREDICTED, PREDICTED_FILL
-from attn.views.view import View, check_view, matrix, row
+from attn.views.view import View, check_view, first_generated, matrix, row
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
@@ -135,7 +135,7 @@ def _plan(analysis: Analysis, cols: list[int], title: str, *, fit: bool) -> Plan
     if not fit:
         return plan(reduced_fontsize(n), 1)
     x = np.asarray(xs) * pitch
-    gen = generated_from(analysis)  # generated labels are italic, as <BOS> is
+    gen = first_generated(analysis)  # generated labels are italic, as <BOS> is
     em_in = np.array([_em_width(t, "normal", "italic" if c == 0 or c >= gen else "normal")
                       for t, c in zip(inputs, cols)])
     em_out = np.array([_em_width(t, "bold" if c == last else "normal", "italic" if gen <= c + 1 <= last else "normal")
@@ -239,14 +239,9 @@ def column_labels(x: float, output: str, inp: str, fontsize: float, shift: float
     )
 
 
-def generated_from(analysis: Analysis) -> int:
-    """The index of the first generated token: past the last for a typed prompt."""
-    return analysis.num_tokens if analysis.generated_from is None else analysis.generated_from
-
-
 def generated_note(analysis: Analysis) -> str | None:
     """The legend line for the tokens a generation step drew from its own earlier output."""
-    count = analysis.num_tokens - generated_from(analysis)
+    count = analysis.num_tokens - first_generated(analysis)
     if count <= 0:
         return None
     unit = "word" if analysis.words else "token"
@@ -325,7 +320,7 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = No
     segments, widths, colors = diagram_lines(weights, mat, view, cols, dict(zip(cols, xs)), last)
 
     labels = []
-    gen = generated_from(analysis)
+    gen = first_generated(analysis)
     for k, (c, x) in enumerate(zip(cols, xs)):
         shift = step * ((len(cols) - 1 - k) % plan.rows)  # the prediction's column stays on the inner row
         labels.extend(column_labels(x, plan.outputs[k], plan.inputs[k], fontsize, shift,

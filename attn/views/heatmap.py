@@ -27,7 +27,7 @@ from attn.views.palette import (
     HEATMAP_LOW,
     PREDICTED,
 )
-from attn.views.view import View, check_view, overview
+from attn.views.view import View, check_view, first_generated, overview
 
 CELL_LIMIT = 160
 ROW_PX = 16
@@ -94,7 +94,7 @@ def heatmap_html(analysis: Analysis, view: View, *, grid: str | None = None) -> 
                  f"column a prompt {unit}; darker = more from the position that predicts "
                  f"{escape(repr(analysis.next_token))}. <b style=\"color:{GLOBAL_LAYER}\">G</b> = global layer, "
                  "L = local (sliding window).")
-    if _first_generated(analysis) < analysis.num_tokens:
+    if first_generated(analysis) < analysis.num_tokens:
         intro += (f' <i style="color:{GENERATED}">Purple italic</i>: {unit}s the model generated in earlier '
                   "steps (not typed).")
     lens = _lens_column(analysis, current) if analysis.logit_lens else ""
@@ -173,11 +173,6 @@ def heatmap_grid(analysis: Analysis, view: View) -> str:
     return _image_grid(rgb, data.shape[0], analysis)
 
 
-def _first_generated(analysis: Analysis) -> int:
-    """The index of the first generated token: past the last for a typed prompt."""
-    return analysis.num_tokens if analysis.generated_from is None else analysis.generated_from
-
-
 def _cell_width(n: int) -> int:
     return max(12, min(40, 900 // max(n, 1)))
 
@@ -189,7 +184,7 @@ def _grid_width(n: int) -> str:
 def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray, measure: str) -> str:
     n_layers, n = data.shape
     cell_w = _cell_width(n)
-    gen = _first_generated(analysis)
+    gen = first_generated(analysis)
     names = [escape(repr(t), quote=True) for t in analysis.tokens]
     notes = [f"#{j}, generated" if j >= gen else f"#{j}" for j in range(n)]
     tick = ["color:#333"] * gen + [f"color:{GENERATED};font-style:italic"] * (n - gen)
@@ -215,7 +210,7 @@ def _cell_grid(analysis: Analysis, data: np.ndarray, rgb: np.ndarray, measure: s
 
 def _image_grid(rgb: np.ndarray, n_layers: int, analysis: Analysis) -> str:
     b64 = base64.b64encode(_png(rgb)).decode("ascii")
-    n, gen = rgb.shape[1], _first_generated(analysis)
+    n, gen = rgb.shape[1], first_generated(analysis)
     units = "words" if analysis.words else "tokens"
     generated = ""
     if gen < n:

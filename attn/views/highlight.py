@@ -10,7 +10,7 @@ from html import escape
 from attn.compute.analysis import Analysis
 from attn.views.labels import head_label
 from attn.views.palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL
-from attn.views.view import View, check_view, row
+from attn.views.view import View, check_view, first_generated, row
 
 SHADE = BLUE_RGB  # the line diagram's blue
 GENERATED_STYLE = (f"font-style:italic;text-decoration:underline dotted {GENERATED};"
@@ -42,7 +42,7 @@ def token_html(analysis: Analysis, view: View) -> str:
         'style="border:1px dashed #888;color:#666;background:#eee;border-radius:3px;'
         f'padding:0 3px;margin-right:4px;font-style:italic">&lt;BOS&gt; {bos_w:.0%}</span>'
     )
-    generated_from = analysis.num_tokens if analysis.generated_from is None else analysis.generated_from
+    generated_from = first_generated(analysis)
     for pos in range(1, analysis.num_tokens):
         w = float(weights[pos])
         alpha = min(1.0, w / scale) if scale > 0 else 0.0

@@ -157,6 +157,12 @@ def available_measures(analysis: Analysis) -> list[str]:
     return [m for m in MEASURES if have[m]]
 
 
+def first_generated(analysis: Analysis) -> int:
+    """The index of the first token a generation step drew from its own earlier output:
+    past the last for a typed prompt."""
+    return analysis.num_tokens if analysis.generated_from is None else analysis.generated_from
+
+
 def _per_head(analysis: Analysis, measure: str) -> np.ndarray:
     """(layers, heads, T): each head's row in this measure, every row summing to 1
     (value-weighted norms become shares of their row, as the views draw them)."""
