@@ -37,7 +37,7 @@ from attn.views.ablation_view import ablation_html  # noqa: E402
 from attn.compute.compare import align  # noqa: E402
 from attn.views.compare_view import compare_html, compare_svg, cross_html, difference_html  # noqa: E402
 from attn.views.export import write_all  # noqa: E402
-from attn.views.figures import line_diagram_html  # noqa: E402
+from attn.views.diagram import line_diagram_html  # noqa: E402
 from attn.views.highlight import token_html  # noqa: E402
 from attn.web.link import read_link, share_query  # noqa: E402
 from attn.views.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html  # noqa: E402

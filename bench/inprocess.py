@@ -129,7 +129,8 @@ def view_switches(app_mod, analysis, reps: int, dwell: float = 3.0, analyze=None
 
 def view_components(analysis, reps: int = 3) -> dict:
     """Where on_view's time goes, piece by piece (no cache)."""
-    from attn.views.figures import line_diagram, to_svg
+    from attn.views.diagram import line_diagram
+    from attn.views.drawing import to_svg
     from attn.views.heatmap import heatmap_html
     from attn.views.highlight import token_html
     from attn.views.view import View

@@ -17,7 +17,7 @@ from PIL import Image
 
 from attn.views import export
 from attn.compute.analysis import SCHEMA
-from attn.views.figures import diagram_title, line_diagram
+from attn.views.diagram import diagram_title, line_diagram
 from attn.compute.forward import analyze
 from attn.views.view import View, row
 

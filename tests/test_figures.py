@@ -1,5 +1,6 @@
-"""The line diagram draws every token whenever the labels fit legibly (attn/figures.py):
-the lab's artist passage in full, long prompts reduced to the most attended."""
+"""The line diagram draws every token whenever the labels fit legibly (attn/views/diagram.py,
+laid out by attn/views/layout.py): the lab's artist passage in full, long prompts reduced to
+the most attended."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
-from attn.views.figures import LEGIBLE_PT, line_diagram, line_diagram_html, line_svg, to_svg
+from attn.views.diagram import line_diagram, line_diagram_html, line_svg
+from attn.views.drawing import to_svg
+from attn.views.layout import LEGIBLE_PT
 from attn.compute.forward import analyze
 from attn.views.labels import visible
 from attn.views.view import View
@@ -122,7 +125,7 @@ def test_labels_written_directly_are_the_bytes_matplotlib_writes(case, monkeypat
     markup and ampersands, the comparison's orange boxes."""
     from dataclasses import replace
 
-    from attn.views import figures
+    from attn.views import drawing
     from attn.compute.compare import align
     from attn.views.compare_view import compare_svg
 
@@ -140,6 +143,6 @@ def test_labels_written_directly_are_the_bytes_matplotlib_writes(case, monkeypat
         return re.sub(rb"<dc:date>[^<]*</dc:date>", b"", svg)  # the clock, not the drawing
 
     fast = draw()
-    monkeypatch.setattr(figures, "FAST_TEXT", False)
+    monkeypatch.setattr(drawing, "FAST_TEXT", False)
     assert fast == draw()
     assert fast.count(b"<text") > 2 * len(words)

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from attn import BUNDLED, Engine, PromptError, TokenProb, View
-from attn.views.figures import line_diagram, to_svg
+from attn.views.diagram import line_diagram
+from attn.views.drawing import to_svg
 from attn.views.heatmap import heatmap_html
 from attn.views.highlight import token_html
 from attn.views.summary import continuation_html, top_k_html

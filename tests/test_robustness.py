@@ -33,7 +33,8 @@ from attn import (
     View,
     ViewError,
 )
-from attn.views.figures import line_diagram, to_svg
+from attn.views.diagram import line_diagram
+from attn.views.drawing import to_svg
 from attn.views.heatmap import CELL_LIMIT, heatmap_html
 from attn.views.highlight import token_html
 from attn.views.labels import visible

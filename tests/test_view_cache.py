@@ -12,7 +12,7 @@ import pytest
 
 from attn.compute import generation
 from attn.views import words
-from attn.views.figures import line_diagram_html
+from attn.views.diagram import line_diagram_html
 from attn.compute.forward import analyze
 from attn.views.view import View
 from attn.views.view_cache import ViewCache, likely_next
@@ -157,7 +157,8 @@ def test_the_png_export_draws_the_same_diagram(thirsty):
     import numpy as np
     from PIL import Image
 
-    from attn.views.figures import line_diagram, to_png
+    from attn.views.diagram import line_diagram
+    from attn.views.drawing import to_png
 
     fig = line_diagram(thirsty, View(layer=12))
     image = np.asarray(Image.open(io.BytesIO(to_png(fig))).convert("RGB")).astype(int)
@@ -192,7 +193,8 @@ def test_figures_drawn_on_many_threads_at_once_keep_their_labels_as_text(thirsty
     process-wide, and a race once turned a figure's labels into glyph paths."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from attn.views.figures import line_diagram, to_svg
+    from attn.views.diagram import line_diagram
+    from attn.views.drawing import to_svg
 
     def draw(i):
         svg = to_svg(line_diagram(thirsty, View(layer=i % thirsty.num_layers, head=i % 3)))

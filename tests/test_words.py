@@ -15,7 +15,7 @@ from attn.compute import generation
 from attn.compute import forward as inference
 from attn.views import words
 from attn.compute.analysis import Analysis, TokenProb
-from attn.views.figures import line_svg
+from attn.views.diagram import line_svg
 from attn.views.heatmap import heatmap_html
 from attn.views.highlight import token_html
 from attn.views.view import View, available_measures, row

@@ -28,7 +28,7 @@ from attn.views.view import View, check_view, matrix, row
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from attn.views.figures import Svg
+    from attn.views.drawing import Svg
 
 Alignment = list[tuple[int | None, int | None]]
 
@@ -140,10 +140,12 @@ def compare_diagram(a: Analysis, b: Analysis, alignment: Alignment, view: View, 
     """
     from matplotlib.figure import Figure
 
-    from attn.views.figures import (
-        LABEL_GAP_EM, MIN_PITCH_PT, REDUCED_COLUMNS, Diagram, Label, clear_in_rows, column_labels, column_layout,
-        diagram_lines, diagram_title, em_width, figure_width, gap_marks, label_candidates, max_label_chars,
-        reduced_fontsize, row_titles, stagger_step,
+    from attn.views.diagram import column_labels, diagram_lines, diagram_title, gap_marks, row_titles
+    from attn.views.drawing import Diagram, Label
+    from attn.views.fonts import em_width
+    from attn.views.layout import (
+        LABEL_GAP_EM, MIN_PITCH_PT, REDUCED_COLUMNS, clear_in_rows, column_layout, figure_width, label_candidates,
+        max_label_chars, reduced_fontsize, stagger_step,
     )
 
     view = check_view(a, view)
@@ -255,7 +257,8 @@ def compare_diagram(a: Analysis, b: Analysis, alignment: Alignment, view: View, 
 def _legend(changed: bool, notes: list[str], width: float, height: float) -> list:
     """The legend line (a sample of the orange box and what it means) over the notes, bottom
     left; laid out in inches, placed in figure fractions."""
-    from attn.views.figures import Label, em_width
+    from attn.views.drawing import Label
+    from attn.views.fonts import em_width
 
     grey = dict(size=9, ha="left", color="#555555", on_figure=True)
     out = [Label(0.1 / width, (0.06 + NOTE_IN * k) / height, note, **grey) for k, note in enumerate(reversed(notes))]
@@ -407,15 +410,14 @@ def _p(p: float | None) -> str:
 def compare_svg(a: Analysis, b: Analysis, alignment: Alignment, view: View, *,
                 max_columns: int | None = None) -> Svg:
     """`compare_diagram` as SVG, with its natural width and its labels' size."""
-    from attn.views.figures import Svg, label_size, to_svg
+    from attn.views.drawing import figure_svg
 
-    fig = compare_diagram(a, b, alignment, view, max_columns=max_columns)
-    return Svg(to_svg(fig), fig.get_figwidth() * 72 * 4 / 3, label_size(fig))
+    return figure_svg(compare_diagram(a, b, alignment, view, max_columns=max_columns))
 
 
 def compare_html(svg: Svg, view: View) -> str:
     """The comparison figure as an <img>, under the single diagram's legibility floor."""
-    from attn.views.figures import line_diagram_html
+    from attn.views.diagram import line_diagram_html
 
     what = (measure_label(view.measure) if view.measure == "rollout" else
             f"{measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")

@@ -44,7 +44,8 @@ from typing import NamedTuple
 import numpy as np
 
 from attn.compute.analysis import Analysis
-from attn.views.figures import diagram_title, line_diagram, to_png, to_svg
+from attn.views.diagram import diagram_title, line_diagram
+from attn.views.drawing import to_png, to_svg
 from attn.views.view import View, check_view, row
 
 PRINT_DPI = 300

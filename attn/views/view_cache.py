@@ -22,7 +22,8 @@ from dataclasses import replace
 
 from attn.compute.analysis import Analysis
 from attn.compute.cache import ByteLRU
-from attn.views.figures import Svg, line_svg
+from attn.views.diagram import line_svg
+from attn.views.drawing import Svg
 from attn.views.heatmap import heatmap_grid, heatmap_html
 from attn.views.view import BOS_MODES, View, available_measures, check_view
 
