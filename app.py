@@ -35,7 +35,8 @@ import spaces  # noqa: E402
 
 from attn.views.ablation_view import ablation_html  # noqa: E402
 from attn.compute.compare import align  # noqa: E402
-from attn.views.compare_view import compare_html, compare_svg, cross_html, difference_html  # noqa: E402
+from attn.views.compare_diagram import compare_html, compare_svg  # noqa: E402
+from attn.views.compare_difference import cross_html, difference_html  # noqa: E402
 from attn.views.export import write_all  # noqa: E402
 from attn.views.diagram import line_diagram_html  # noqa: E402
 from attn.views.highlight import token_html  # noqa: E402

@@ -1,6 +1,6 @@
-"""Two prompts compared (attn/compare_view.py): A's line diagram over B's with the tokens
-they share in one column, the changed ones marked; B's weights minus A's token by token;
-what each predicts and what the other gives it."""
+"""Two prompts compared (attn/views/compare_diagram.py and compare_difference.py): A's line
+diagram over B's with the tokens they share in one column, the changed ones marked; B's
+weights minus A's token by token; what each predicts and what the other gives it."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
 from attn.compute.analysis import Analysis
-from attn.views.compare_view import (
-    CELL_PX, aligned_weights, compare_html, compare_svg, cross_html, difference_html,
-)
+from attn.views.alignment import aligned_weights
+from attn.views.compare_diagram import compare_html, compare_svg
+from attn.views.compare_difference import CELL_PX, cross_html, difference_html
 from attn.compute.forward import analyze
 from attn.views.labels import visible
 from attn.views.palette import CHANGED
@@ -299,8 +299,8 @@ def test_the_cross_block_escapes_the_tokens(hungry, hostile):
     assert "' him'" in "".join(audit_html(html).text)
 
 
-def test_importing_the_comparison_costs_no_matplotlib():
-    code = "import sys, attn.views.compare_view; print('matplotlib' in sys.modules)"
+def test_importing_the_comparisons_html_costs_no_matplotlib():
+    code = "import sys, attn.views.compare_difference; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

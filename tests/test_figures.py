@@ -127,7 +127,7 @@ def test_labels_written_directly_are_the_bytes_matplotlib_writes(case, monkeypat
 
     from attn.views import drawing
     from attn.compute.compare import align
-    from attn.views.compare_view import compare_svg
+    from attn.views.compare_diagram import compare_svg
 
     words = [" Jide", " was", " <b>thirsty</b>", " &", ' "so"', " she", " went"]
     a = made_up(words)

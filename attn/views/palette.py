@@ -23,8 +23,9 @@ HEATMAP_GRAY_LOW = (245, 245, 245)
 HEATMAP_GRAY_HIGH = (90, 90, 90)
 GLOBAL_LAYER = "#b3261e"  # the heatmap's "G" marks
 
-# Comparing two prompts (attn/compare_view.py): a token only one prompt has is orange; the
-# difference strip diverges from near-white to blue (more attention in A) or red (more in B).
+# Comparing two prompts (attn/views/compare_diagram.py, compare_difference.py): a token only
+# one prompt has is orange; the difference strip diverges from near-white to blue (more
+# attention in A) or red (more in B).
 CHANGED = "#c25400"  # text and border: dark enough to read as a label
 CHANGED_FILL = "#fde7d4"
 MORE_IN_A = (33, 102, 172)
