@@ -33,7 +33,7 @@ if DEFAULT_MODEL == BUNDLED or (ON_ZEROGPU and BUNDLED in MODEL_NAMES):  # the m
 import gradio as gr  # noqa: E402
 import spaces  # noqa: E402
 
-from attn.views.ablation_view import ablation_html  # noqa: E402
+from attn.views.ablation_bars import ablation_html  # noqa: E402
 from attn.compute.compare import align  # noqa: E402
 from attn.views.compare_diagram import compare_html, compare_svg  # noqa: E402
 from attn.views.compare_difference import cross_html, difference_html  # noqa: E402
