@@ -35,7 +35,7 @@ VIEW = View(layer=12)
 
 
 def align(a: Analysis, b: Analysis) -> list[tuple[int | None, int | None]]:
-    """The alignment attn/compare.py is to produce, built here with difflib over the tokens."""
+    """The alignment attn/compute/compare.py is to produce, built here with difflib over the tokens."""
     out = []
     matcher = difflib.SequenceMatcher(a=a.tokens, b=b.tokens, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():

@@ -1,4 +1,4 @@
-"""Export what you see (attn/export.py): the view's diagram as PNG and SVG, its weights as
+"""Export what you see (attn/views/export.py): the view's diagram as PNG and SVG, its weights as
 CSV, the whole analysis as JSON, and file names that are safe anywhere."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Rendered views, cached (attn/view_cache.py), and the likely next views drawn ahead of time;
-the line diagram's geometry and the heatmap's shared grid."""
+"""Rendered views, cached (attn/views/view_cache.py), and the likely next views drawn ahead
+of time; the line diagram's geometry and the heatmap's shared grid."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Words (attn/words.py): SentencePiece pieces grouped into the words a reader sees, and
+"""Words (attn/views/words.py): SentencePiece pieces grouped into the words a reader sees, and
 attention summed per word without losing or inventing weight."""
 
 from __future__ import annotations

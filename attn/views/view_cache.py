@@ -10,7 +10,7 @@ is kept per head and BOS mode and only the current-layer mark is redrawn.
 A drawing is keyed by what it shows, not by the prompt's text alone: a generation step's
 `prompt` is the typed text plus the generated text, so a typed prompt of that text (other
 tokens, no generated marks), another sample with another next token, or the same analysis
-merged into words (attn/words.py) would otherwise be served one another's drawings.
+merged into words (attn/views/words.py) would otherwise be served one another's drawings.
 """
 
 from __future__ import annotations

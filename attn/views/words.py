@@ -2,7 +2,7 @@
 
 "J" + "ide" is one word to a reader, two keys to the model. A piece starts a new word when
 it begins with whitespace (the display strings keep Gemma's `▁` as a leading space, see
-attn/inference.py display_tokens) or is punctuation ("don" + "'" + "t" reads "don", "'t");
+attn/compute/forward.py display_tokens) or is punctuation ("don" + "'" + "t" reads "don", "'t");
 <BOS> and whitespace-only pieces (newlines) are words of their own. A word's weight is the
 sum of its pieces' weights, so a merged row sums to what the row summed to.
 `merged` applies all of this to a whole Analysis, so every view draws words as it draws
