@@ -21,8 +21,8 @@ from attn.compute.forward import analyze
 from attn.compute.measures import rollout
 from attn.model.loading import LoadedModel
 from attn.views.view import View, row
+from helpers import THIRSTY
 
-THIRSTY = "Jide was thirsty so she went looking for"
 TOL = 1e-4
 
 
