@@ -22,7 +22,7 @@ from attn.model.registry import BUNDLED
 from attn.model.loading import LoadedModel
 from attn.views.view import View, check_view, row
 
-from helpers import THIRSTY
+from helpers import THIRSTY, engine_with
 from test_gpu_worker import ForkedWorker
 
 STEPS = 8
@@ -198,7 +198,7 @@ def test_a_generation_pickles_and_comes_back_equal(thirsty):
 @pytest.fixture
 def forked_engine(bundled_f32):
     gpu = ForkedWorker()
-    yield Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    yield engine_with(bundled_f32, accelerator=gpu), gpu
     gpu.close()
 
 
@@ -240,7 +240,7 @@ class Refuse:
 
 @pytest.fixture
 def engine(gemma3_26):
-    return Engine(loader=lambda name, progress: gemma3_26, model_names=["tiny"])
+    return engine_with(gemma3_26, ["tiny"])
 
 
 def test_the_engine_caches_a_generation_under_its_settings(engine):
@@ -271,7 +271,7 @@ def test_stepping_through_a_generation_runs_no_model(engine):
         "negative-seed", "huge-seed"])
 def test_bad_settings_are_refused_before_any_model_call(settings, message):
     loader = Refuse()
-    engine = Engine(loader=loader, model_names=["tiny"])
+    engine = engine_with(loader, ["tiny"])
     with pytest.raises(ViewError, match=message):
         engine.generate(THIRSTY, "tiny", *settings)
     assert loader.calls == 0 and engine.generate_calls == 0
@@ -292,8 +292,8 @@ def test_a_bad_prompt_is_refused_before_any_model_call(engine):
 def test_the_cli_prints_the_continuation_and_what_each_step_attended_to(bundled_f32, monkeypatch, capsys):
     import attn.cli
 
-    monkeypatch.setattr(Engine, "for_settings", classmethod(lambda cls, settings, accelerator=None: cls(
-        loader=lambda name, progress: bundled_f32, model_names=list(settings.models))))
+    monkeypatch.setattr(Engine, "for_settings", classmethod(
+        lambda cls, settings, accelerator=None: engine_with(bundled_f32, settings.models)))
     assert attn.cli.main([THIRSTY, "--generate", "3", "--layer", "12"]) == 0
     out = capsys.readouterr().out
     assert "continuation (3 tokens, greedy): ' water. She'" in out

@@ -20,16 +20,16 @@ two runs: loaded 1.6 GiB; load + generation 2.0 GiB; load + analysis of the same
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from attn.compute import measures
 from attn.compute.analysis import Analysis, TokenProb, _rounded
-from attn.errors import IntegrityError, ModelUnavailableError, ViewError, echo
-from attn.compute.forward import DEFAULT_MAX_TOKENS, ROW_SUM_TOL, decode_one, encode
+from attn.compute.encode import DEFAULT_MAX_TOKENS, Encoded, decode_one, encode
+from attn.compute.hooks import Capture, Parts, find_parts
+from attn.compute.integrity import check_rows
+from attn.errors import ModelUnavailableError, ViewError, echo
 from attn.model.loading import LoadedModel
 
 GENERATION_SCHEMA = "attn-generation/1"
@@ -220,21 +220,19 @@ def generate(
     return decode(loaded, prompt, encode(loaded.tokenizer, prompt, max_tokens), settings)
 
 
-def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Generation:
+def decode(loaded: LoadedModel, prompt: str, encoded: Encoded, settings: Settings) -> Generation:
     """The KV-cached loop, for an already validated `encode()` result and settings."""
     import torch
 
     ids, tokens, spans = encoded
-    parts = measures.find_parts(loaded.model)
-    modules = attention_modules(loaded)
+    parts = _parts_with_attention(loaded)
     n_prompt, steps = len(ids), settings.max_new_tokens
     width = n_prompt + steps - 1  # the last step's keys; the last token is never fed back
     device = loaded.device
-    attention = torch.zeros((steps, len(modules), loaded.num_heads, width), dtype=torch.float32, device=device)
-    rows = _RowCapture(modules)
-    values = measures.Capture(parts) if parts is not None and parts.value_out is not None else None
-    norms = None if values is None else torch.zeros(
-        (len(modules), loaded.num_heads, width), dtype=torch.float32, device=device)
+    attention = torch.zeros((steps, loaded.num_layers, loaded.num_heads, width), dtype=torch.float32, device=device)
+    capture = Capture(parts, value_norms=True, rows=True)
+    norms = None if parts.value_out is None else torch.zeros(
+        (loaded.num_layers, loaded.num_heads, width), dtype=torch.float32, device=device)
     sampler = None
     if not settings.greedy:
         sampler = torch.Generator(device=device)
@@ -244,14 +242,14 @@ def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Gen
     chosen_p, top_p, top_i = [], [], []
     step_input = torch.tensor([ids], device=device)
     cache = None
-    with torch.inference_mode(), rows, values or contextlib.nullcontext():
+    with torch.inference_mode(), capture:
         for k in range(steps):
             n_keys = n_prompt + k
-            rows.target, rows.n_keys = attention[k], n_keys
+            capture.rows_into(attention[k], n_keys)
             out = _step(loaded.model, step_input, cache)
             cache = out.cache
-            if values is not None:  # the keys this pass added: the prompt's, then one a step
-                new = torch.stack([values.value_norms[i] for i in range(len(modules))])  # (L, H, fed)
+            if norms is not None:  # the keys this pass added: the prompt's, then one a step
+                new = torch.stack([capture.value_norms[i] for i in range(loaded.num_layers)])  # (L, H, fed)
                 norms[:, :, n_keys - new.shape[-1]:n_keys] = new.float()
             logits = out.logits[0, -1].float()
             p = torch.softmax(logits, dim=-1)
@@ -271,7 +269,8 @@ def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Gen
         del out, cache
         n = len(chosen)
         attention = attention[:n, :, :, :n_prompt + n - 1]
-        check_rows(attention, n_prompt, rows, loaded)
+        check_rows(attention, n_prompt, capture.keys_seen, capture.missing,
+                   loaded.layer_types, loaded.sliding_window, loaded.dtype)
         attention_np = np.ascontiguousarray(attention.cpu().numpy(), dtype=np.float32)
         norms_np = None if norms is None else np.ascontiguousarray(
             norms[:, :, :n_prompt + n - 1].cpu().numpy(), dtype=np.float32)
@@ -326,87 +325,12 @@ def eos_ids(loaded: LoadedModel) -> set[int]:
     return found
 
 
-def attention_modules(loaded: LoadedModel) -> list:
-    """Each decoder layer's attention module (the one that returns the weights)."""
-    parts = measures.find_parts(loaded.model)
-    modules = [] if parts is None else [
-        getattr(layer, "self_attn", None) or getattr(layer, "attn", None) for layer in parts.layers
-    ]
-    if not modules or any(m is None for m in modules) or len(modules) != loaded.num_layers:
+def _parts_with_attention(loaded: LoadedModel) -> Parts:
+    """The model's parts, with each decoder layer's attention module (the one that returns
+    the weights) found. Raises ModelUnavailableError."""
+    parts = find_parts(loaded.model)
+    if parts is None or parts.attention is None or len(parts.attention) != loaded.num_layers:
         raise ModelUnavailableError(
             f"Model {loaded.name!r} does not expose its attention modules, so its generation steps cannot be read."
         )
-    return modules
-
-
-class _RowCapture:
-    """Forward hooks on the attention modules: the last query's weights, (heads, keys),
-    copied right-aligned into `target[layer, :, :n_keys]` (a local layer's cache holds only
-    its window, its last keys). The layer's full weights are let go as soon as it returns."""
-
-    def __init__(self, modules: list):
-        self.modules = modules
-        self.target = None  # (layers, heads, width) tensor of the step being run
-        self.n_keys = 0
-        self.lengths: dict[int, list[int]] = {}  # keys each layer returned, per step
-        self.missing: set[int] = set()
-        self._handles: list = []
-
-    def __enter__(self) -> "_RowCapture":
-        for i, module in enumerate(self.modules):
-            self._handles.append(module.register_forward_hook(self._keep(i)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _keep(self, i: int):
-        def hook(module, args, out):
-            weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-            if weights is None or weights.dim() != 4:
-                self.missing.add(i)
-                return
-            row = weights[0, :, -1, :]  # (H, K)
-            keys = row.shape[-1]
-            self.lengths.setdefault(i, []).append(keys)
-            if keys <= self.n_keys:
-                self.target[i, :, self.n_keys - keys:self.n_keys] = row
-
-        return hook
-
-
-def check_rows(attention, n_prompt: int, rows: _RowCapture, loaded: LoadedModel) -> None:
-    """Every step's rows are softmax rows over exactly its keys; global layers saw every
-    key, local ones none beyond their window. Any breach: nothing is shown."""
-    import torch
-
-    if rows.missing:
-        raise IntegrityError(f"Layer {min(rows.missing)}: no attention weights came back during generation.")
-    for layer, lengths in sorted(rows.lengths.items()):
-        for k, keys in enumerate(lengths):
-            if keys > n_prompt + k or (loaded.layer_types[layer] == "global" and keys != n_prompt + k):
-                raise IntegrityError(
-                    f"Layer {layer}, step {k}: attention over {keys} keys, expected {n_prompt + k}."
-                )
-    steps, _, _, width = attention.shape
-    sums = attention.sum(dim=-1)  # (steps, L, H); NaN or infinity anywhere shows here
-    checks = [(~torch.isfinite(sums)).any().float(), (sums - 1).abs().max()]
-    window = loaded.sliding_window
-    local = [i for i, t in enumerate(loaded.layer_types) if t == "local"]
-    if window and local:
-        # Step k's query sits at position n_prompt + k - 1: keys j <= that - window are out of sight.
-        j = torch.arange(width, device=attention.device)
-        q = n_prompt - 1 + torch.arange(steps, device=attention.device)
-        beyond = j[None, :] <= (q[:, None] - window)  # (steps, width)
-        checks.append((attention[:, local] * beyond[:, None, None, :]).abs().amax())
-    values = torch.stack(checks).tolist()
-    nonfinite, err = values[0], values[1]
-    if nonfinite:
-        raise IntegrityError("Generation: attention contains NaN or infinity.")
-    tol = ROW_SUM_TOL.get(loaded.dtype, 1e-3)
-    if not err <= tol:
-        raise IntegrityError(f"Generation: attention rows sum to 1 ± {err:.2e} (tolerance {tol}).")
-    if len(values) > 2 and values[2] > 0:
-        raise IntegrityError(f"Generation: a local layer attends beyond its {window}-token window.")
+    return parts
