@@ -244,7 +244,7 @@ class Engine:
 
     def _generation_key(self, prompt, model_name, max_new_tokens, temperature, seed):
         self._check_name(model_name)
-        continuation = generation.check_settings(max_new_tokens, temperature, seed)
+        continuation = generation.check_continuation(max_new_tokens, temperature, seed)
         # Greedy continuations carry seed None: every seed shares one entry.
         key = ("generation", model_name, prompt, continuation.max_new_tokens, continuation.temperature,
                continuation.seed)
