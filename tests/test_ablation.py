@@ -1,4 +1,4 @@
-"""Token ablation (attn/ablation.py): delete a prompt token, run the model again, and
+"""Token ablation (attn/compute/ablation.py): delete a prompt token, run the model again, and
 report the original next token's probability. Batched, bounded, cached, never blocking."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Comparing two prompts (attn/compare.py): the two cached analyses side by side, their
+"""Comparing two prompts (attn/compute/compare.py): the two cached analyses side by side, their
 shared tokens paired, and the probability each prompt gives to the other's next token,
 with no forward pass beyond the two analyses."""
 

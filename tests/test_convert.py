@@ -1,4 +1,4 @@
-"""The fast GGUF conversion (attn/convert.py) equals transformers' own GGUF loading.
+"""The fast GGUF conversion (attn/model/gguf.py) equals transformers' own GGUF loading.
 
 The reference is transformers' loader run on the same bundled GGUF (about a minute, once
 per module): the weights must be equal bit for bit, the config and tokenizer.json the same,
@@ -35,7 +35,7 @@ TEXTS = PRESETS + [
 
 
 def transformers_reference(gguf: Path):
-    """transformers' own GGUF loading: the slow path attn/convert.py replaces."""
+    """transformers' own GGUF loading: the slow path attn/model/gguf.py replaces."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,6 +1,6 @@
 """Prompt -> Analysis: the prediction, the attention it came from, and the checks on it.
 
-Also the views over an Analysis (attn/view.py), which are pure numpy.
+Also the views over an Analysis (attn/views/view.py), which are pure numpy.
 """
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ def test_analysis_size_counts_the_full_matrix(gpt2):
     assert short.nbytes > short.full.nbytes + short.last_row.nbytes
 
 
-# ---- views (attn/view.py) ---------------------------------------------------------
+# ---- views (attn/views/view.py) ---------------------------------------------------------
 
 
 def _hand_made_analysis(full: bool = True) -> Analysis:

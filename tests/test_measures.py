@@ -1,4 +1,4 @@
-"""The three same-pass measures (attn/measures.py), each against an independent
+"""The three same-pass measures (attn/compute/measures.py), each against an independent
 recomputation from the model's own modules and its own hidden states and attention.
 
 - Logit lens (nostalgebraist 2020): softmax(lm_head(norm(h_l))) at the predicting position.
