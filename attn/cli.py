@@ -13,7 +13,7 @@ from attn.model import registry as models
 from attn.compute.engine import Engine
 from attn.errors import AttnError
 from attn.settings import Settings
-from attn.compute.generation import check_settings
+from attn.compute.generation import check_continuation
 from attn.views.labels import head_label, visible
 from attn.views.view import View, check_view, row, strongest
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine.for_settings(replace(Settings.from_env(), models=(args.model,)))
     try:
         if args.generate is not None:  # refused before the model loads
-            check_settings(args.generate, args.temperature, args.seed)
+            check_continuation(args.generate, args.temperature, args.seed)
         analysis = engine.analyze(args.prompt, args.model)
         layer = analysis_layer(engine, args)
         view = check_view(analysis, View(layer=layer, head=args.head, bos=args.bos))

@@ -9,7 +9,7 @@ from bench.start import client
 
 
 def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
-    from attn.compute import forward as inference
+    from attn.compute.encode import encode
 
     app_mod, loaded, app = ctx["app_mod"], ctx["loaded"], ctx["app"]
     c = client(app.url)
@@ -21,7 +21,7 @@ def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
     app_mod.analyze(q, BUNDLED)
     timed_render(app_mod, app_mod.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
     settle(app_mod, app_mod.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
-    bare_forward(loaded, inference.encode(loaded.tokenizer, ARTIST)[0])
+    bare_forward(loaded, encode(loaded.tokenizer, ARTIST)[0])
 
     s = {"bare_s": [], "api_s": [], "inproc_analysis_s": [], "inproc_views_s": [], "inproc_total_s": []}
     calls0 = app.stats()["forward_calls"]
@@ -29,7 +29,7 @@ def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
         p_api, p_in = next(ctx["variants"]), next(ctx["variants"])
 
         def do_bare():
-            s["bare_s"].append(bare_forward(loaded, inference.encode(loaded.tokenizer, p_api)[0]))
+            s["bare_s"].append(bare_forward(loaded, encode(loaded.tokenizer, p_api)[0]))
 
         def do_api():
             t = now()

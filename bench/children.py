@@ -23,6 +23,7 @@ def child_main(args) -> None:
     import torch
 
     from attn.compute import forward as inference
+    from attn.compute.encode import encode
     from attn.model import loading as models
     from attn.settings import Settings
 
@@ -33,13 +34,13 @@ def child_main(args) -> None:
     out["rss_after_load"] = peak_rss()
     tok = loaded.tokenizer
     prompt = ARTIST if args.child_size == n_tokens(tok, ARTIST) else sized_prompt(tok, args.child_size)
-    ids = inference.encode(tok, prompt, max_tokens=10**7)[0]
+    ids = encode(tok, prompt, max_tokens=10**7)[0]
     out["tokens"] = len(ids)
     max_tokens = max(4096, len(ids))
 
     # Warm-up on the short passage (one-time kernel set-up); negligible memory.
     with torch.inference_mode():
-        loaded.model(torch.tensor([inference.encode(tok, ARTIST)[0]]), output_attentions=True)
+        loaded.model(torch.tensor([encode(tok, ARTIST)[0]]), output_attentions=True)
     out["rss_after_warmup"] = peak_rss()
     out["analyze_s"], out["bare_s"] = [], []
     analysis = None

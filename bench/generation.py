@@ -52,10 +52,10 @@ def model_generate(loaded, ids: list[int], n: int) -> tuple[float, list[int]]:
 
 def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
     from attn.compute import generation
-    from attn.compute import forward as inference
+    from attn.compute.encode import encode
 
     loaded = ctx["loaded"]
-    ids = inference.encode(loaded.tokenizer, ARTIST)[0]
+    ids = encode(loaded.tokenizer, ARTIST)[0]
     # Warm-up (not counted): first kernels of the cached loop and of generate().
     generation.generate(loaded, ARTIST, 2)
     model_generate(loaded, ids, 2)
@@ -94,7 +94,7 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
     unembeds0 = engine.unembed_calls
     for i in range(reps):
         a, b = next(variants), next(variants)
-        longer = max((inference.encode(loaded.tokenizer, p)[0] for p in (a, b)), key=len)
+        longer = max((encode(loaded.tokenizer, p)[0] for p in (a, b)), key=len)
 
         def do_compare():
             t = now()
@@ -148,6 +148,7 @@ def memory_child(kind: str) -> None:
     os.environ.setdefault("ATTN_DEVICE", "cpu")
     from attn.compute import generation
     from attn.compute import forward as inference
+    from attn.compute.encode import encode
     from attn.model import loading as models
     from attn.settings import Settings
 
@@ -162,7 +163,7 @@ def memory_child(kind: str) -> None:
     else:
         result = inference.analyze(loaded, prompt)
         held = f"result {fmt_mb(result.nbytes)}"
-    print(f"{kind}: {len(inference.encode(loaded.tokenizer, prompt)[0])} tokens, {fmt_s(now() - t)}; "
+    print(f"{kind}: {len(encode(loaded.tokenizer, prompt)[0])} tokens, {fmt_s(now() - t)}; "
           f"peak RSS {fmt_mb(before)} loaded -> {fmt_mb(peak_rss())}; {held}", flush=True)
 
 

@@ -128,7 +128,9 @@ def main() -> int:
     import transformers
 
     from attn.compute import forward as inference
+    from attn.compute.encode import encode
     from attn.compute.engine import Engine
+    from attn.compute.integrity import check_integrity
     from attn.model import loading as models
     from attn.model import registry
     from attn.settings import Settings
@@ -176,7 +178,7 @@ def main() -> int:
             try:
                 prompt = sized_prompt(loaded.tokenizer, size) if size else ARTIST
                 n = n_tokens(loaded.tokenizer, prompt)
-                ids = torch.tensor([inference.encode(loaded.tokenizer, prompt, 10**6)[0]], device=loaded.device)
+                ids = torch.tensor([encode(loaded.tokenizer, prompt, 10**6)[0]], device=loaded.device)
                 row = {"tokens": n}
                 t = now()
                 analysis = engine.analyze(prompt, MODEL)  # what the @spaces.GPU call runs
@@ -191,7 +193,7 @@ def main() -> int:
                 row["bare_s"] = statistics.median(timed(bare, repeats))
                 with torch.inference_mode():
                     atts = model(ids, output_attentions=True, logits_to_keep=1).attentions
-                check = lambda: inference.check_integrity(atts, loaded.layer_types, loaded.sliding_window, loaded.dtype)  # noqa: E731
+                check = lambda: check_integrity(atts, loaded.layer_types, loaded.sliding_window, loaded.dtype)  # noqa: E731
                 row["integrity_check_s"] = statistics.median(timed(check, repeats))
                 del atts
                 model.set_attn_implementation("sdpa")
@@ -227,7 +229,7 @@ def main() -> int:
         from transformers import AutoModelForCausalLM
 
         prompt = sized_prompt(loaded.tokenizer, sizes[1])
-        encoded = inference.encode(loaded.tokenizer, prompt, 10**6)
+        encoded = encode(loaded.tokenizer, prompt, 10**6)
         f32 = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").to(device)
         ref = inference.forward(models.LoadedModel.wrap("f32", f32, loaded.tokenizer), prompt, encoded)
         got = engine.analyze(prompt, MODEL)

@@ -25,9 +25,9 @@ ADJECTIVES = ["steady", "calm", "firm", "careful", "gentle", "quick", "patient",
 
 
 def n_tokens(tokenizer, prompt: str) -> int:
-    from attn.compute import forward as inference
+    from attn.compute.encode import encode
 
-    return len(inference.encode(tokenizer, prompt, max_tokens=10**7)[0])
+    return len(encode(tokenizer, prompt, max_tokens=10**7)[0])
 
 
 def sized_prompt(tokenizer, target: int) -> str:

@@ -1,5 +1,6 @@
-"""Helpers several test modules share: the prompt most tests analyse, a fast stand-in for the
-GGUF conversion, the HTML audit of rendered fragments, and polling until something holds.
+"""Helpers several test modules share: the page's preset prompts, the one way a test builds an
+Engine, a fast stand-in for the GGUF conversion, the HTML audit of rendered fragments, and
+polling until something holds.
 
 Fixtures live in conftest.py; this module holds plain functions and classes, imported as
 `from helpers import ...` (pytest puts tests/ on sys.path).
@@ -7,6 +8,7 @@ Fixtures live in conftest.py; this module holds plain functions and classes, imp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -16,15 +18,34 @@ from pathlib import Path
 import numpy as np
 
 from attn.compute.analysis import Analysis, TokenProb
+from attn.compute.engine import Engine
+from attn.model.registry import BUNDLED
 from attn.settings import Settings
 
-THIRSTY = "Jide was thirsty so she went looking for"
+ROOT = Path(__file__).resolve().parents[1]
+
+# The page's presets (examples.json), the prompts most tests analyse: THIRSTY is the lab's.
+EXAMPLES = json.loads((ROOT / "examples.json").read_text(encoding="utf-8"))
+PRESETS = [example["prompt"] for example in EXAMPLES]
+_PRESET = {example["name"]: example["prompt"] for example in EXAMPLES}
+HUNGRY, THIRSTY, ARTIST = _PRESET["Hungry"], _PRESET["Thirsty"], _PRESET["Artist passage"]
 
 # Where the tests find the converted bundled model (the caller's ATTN_CACHE_DIR, else the
 # user's cache), and the settings they load models with: on the CPU in float32 unless the
 # caller chose a device with ATTN_DEVICE (the numbers the tests check are float32 numbers).
 CACHE_DIR = Path(os.environ.get("ATTN_CACHE_DIR") or "~/.cache/attn-demo").expanduser()
 SETTINGS = Settings(cache_dir=CACHE_DIR, device=os.environ.get("ATTN_DEVICE") or "cpu")
+
+
+# ---- an engine -------------------------------------------------------------------------------
+
+
+def engine_with(model, names=(BUNDLED,), **options) -> Engine:
+    """An Engine offering `names`, each served by `model`: a LoadedModel, or a loader
+    `(name, progress) -> LoadedModel` for a test that counts, delays or fails loads.
+    `options`: Engine's own (cache_bytes, max_tokens, accelerator)."""
+    loader = model if callable(model) else (lambda name, progress: model)
+    return Engine(loader=loader, model_names=list(names), **options)
 
 
 # ---- waiting -------------------------------------------------------------------------------

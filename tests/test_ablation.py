@@ -1,4 +1,4 @@
-"""Token ablation (attn/ablation.py): delete a prompt token, run the model again, and
+"""Token ablation (attn/compute/ablation.py): delete a prompt token, run the model again, and
 report the original next token's probability. Batched, bounded, cached, never blocking."""
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import torch
 
 from attn.compute import ablation
 from attn.compute.ablation import EXHAUSTIVE_MAX_TOKENS, MOST_ATTENDED, ablate, p_next_without
-from attn.compute.engine import Engine
 from attn.compute.forward import analyze
+from helpers import THIRSTY, engine_with
 
-THIRSTY = "Jide was thirsty so she went looking for"
 # 8 x 10 tokens + BOS: more than EXHAUSTIVE_MAX_TOKENS, so only the most attended are deleted.
 LONGER = " ".join(["The cat sat on the mat and looked at it."] * 8)
 
@@ -101,7 +100,7 @@ def test_ablation_json_is_the_documented_api(gemma3_26):
 
 @pytest.fixture
 def engine(gemma3_26):
-    return Engine(loader=lambda name, progress: gemma3_26, model_names=["tiny"])
+    return engine_with(gemma3_26, ["tiny"])
 
 
 def test_the_engine_caches_an_ablation_beside_its_analysis(engine):

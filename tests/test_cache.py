@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attn.compute import cache as cache_module
 from attn.compute.cache import ByteLRU
 
 
@@ -89,36 +89,69 @@ def test_get_or_compute_computes_once_then_serves_the_cache():
     assert (stats.misses, stats.hits) == (1, 1)
 
 
-def race(workers, started: threading.Event) -> None:
-    """Start the first worker, wait until its computation runs, then start the rest
-    (they arrive while it is in flight) and wait for all."""
-    threads = [threading.Thread(target=w) for w in workers]
-    threads[0].start()
-    started.wait(5)
-    for t in threads[1:]:
+@pytest.fixture
+def parked(monkeypatch) -> threading.Semaphore:
+    """Released once for each thread that waits for another thread's computation of its
+    key (ByteLRU's single flight) instead of computing: a test can hold a computation until
+    every other request has arrived and is waiting, with no sleep. A waiter is seen on the
+    one Event a flight is finished by, so nothing else about the cache changes."""
+    arrived = threading.Semaphore(0)
+
+    class SeenEvent(threading.Event):
+        def wait(self, timeout=None):
+            arrived.release()
+            return super().wait(timeout)
+
+    class SeenFlight(cache_module._Flight):
+        def __init__(self):
+            super().__init__()
+            self.done = SeenEvent()
+
+    monkeypatch.setattr(cache_module, "_Flight", SeenFlight)
+    return arrived
+
+
+def held_until_all_arrive(parked: threading.Semaphore, others: int, result):
+    """A computation for a race of 1 + `others` requests of one key: the first call (the
+    leader) waits until the `others` are waiting on its flight, then returns `result()`.
+    A second call means there is no single flight: it lets the leader go at once, so a
+    broken cache fails the test in milliseconds. Returns (compute, calls, all_arrived)."""
+    calls: list[int] = []
+    leader = threading.Lock()
+    all_arrived = threading.Event()
+
+    def compute():
+        calls.append(threading.get_ident())
+        if leader.acquire(blocking=False):
+            if all(parked.acquire(timeout=10) for _ in range(others)):
+                all_arrived.set()
+        else:  # a second computation of the key: no single flight; let the leader go
+            parked.release(others)
+        return result()
+
+    return compute, calls, all_arrived
+
+
+def run_all(targets) -> None:
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
 
 
-def test_concurrent_requests_for_one_key_compute_it_once():
+def test_concurrent_requests_for_one_key_compute_it_once(parked):
     cache = sized_cache(1000)
-    calls = []
-    started = threading.Event()
-
-    def slow():
-        calls.append(threading.get_ident())
-        started.set()
-        time.sleep(0.2)  # every other thread arrives while this runs
-        return b"answer"
-
+    compute, calls, all_arrived = held_until_all_arrive(parked, 7, lambda: b"answer")
     results = [None] * 8
 
-    def worker(i):
-        results[i] = cache.get_or_compute("same", slow)
+    def request(i):
+        results[i] = cache.get_or_compute("same", compute)
 
-    race([lambda i=i: worker(i) for i in range(8)], started)
+    run_all([lambda i=i: request(i) for i in range(8)])
     assert len(calls) == 1
+    assert all_arrived.is_set()  # the other seven asked while the computation ran
     assert all(r is results[0] for r in results) and results[0] == b"answer"
 
 
@@ -148,27 +181,24 @@ def test_different_keys_compute_in_parallel():
     assert results == {"a": b"a", "b": b"b"}
 
 
-def test_a_failed_computation_reaches_every_waiter_and_is_not_cached():
+def test_a_failed_computation_reaches_every_waiter_and_is_not_cached(parked):
     cache = sized_cache(1000)
-    started = threading.Event()
-    calls = []
 
-    def failing():
-        calls.append(threading.get_ident())
-        started.set()
-        time.sleep(0.2)  # the other workers arrive while this runs
+    def explode():
         raise RuntimeError("model exploded")
 
+    compute, calls, all_arrived = held_until_all_arrive(parked, 3, explode)
     errors = []
 
-    def worker():
+    def request():
         try:
-            cache.get_or_compute("k", failing)
+            cache.get_or_compute("k", compute)
         except RuntimeError as exc:
             errors.append(exc)
 
-    race([worker] * 4, started)
+    run_all([request] * 4)
     assert len(calls) == 1  # the waiters did not run the computation themselves
+    assert all_arrived.is_set()  # the other three asked while the computation ran
     assert [str(e) for e in errors] == ["model exploded"] * 4
     assert all(e is errors[0] for e in errors)  # each waiter got the one computation's error
     assert "k" not in cache

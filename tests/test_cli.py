@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import THIRSTY
+from helpers import HUNGRY, THIRSTY
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each test runs `python -m attn`, which loads the model (20-50 s)
@@ -73,7 +73,7 @@ def test_ablate_prints_the_table_and_adds_it_to_the_json():
 
 def test_json_to_a_file(tmp_path):
     target = tmp_path / "analysis.json"
-    done = run_cli("Jide was hungry so she went looking for", "--json", str(target))
+    done = run_cli(HUNGRY, "--json", str(target))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(target.read_text(encoding="utf-8"))["tokens"][4] == " hungry"
 

@@ -1,4 +1,4 @@
-"""Comparing two prompts (attn/compare.py): the two cached analyses side by side, their
+"""Comparing two prompts (attn/compute/compare.py): the two cached analyses side by side, their
 shared tokens paired, and the probability each prompt gives to the other's next token,
 with no forward pass beyond the two analyses."""
 
@@ -12,28 +12,26 @@ import pytest
 import torch
 
 from attn.compute import compare
-from attn.compute import forward as inference
 from attn.compute.compare import align, unembed_probs
-from attn.compute.engine import Engine
+from attn.compute.encode import encode
+from attn.compute.forward import analyze
 from attn.errors import PromptError
 from attn.model.registry import BUNDLED
 
-from helpers import THIRSTY
+from helpers import HUNGRY, THIRSTY, engine_with
 from test_gpu_worker import ForkedWorker
-
-HUNGRY = "Jide was hungry so she went looking for"
 
 
 def next_token_probs(loaded, prompt: str) -> torch.Tensor:
     """The model's next-token distribution after `prompt`, straight from the model."""
-    ids = inference.encode(loaded.tokenizer, prompt)[0]
+    ids = encode(loaded.tokenizer, prompt).ids
     with torch.inference_mode():
         return torch.softmax(loaded.model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
 
 
 @pytest.fixture(scope="module")
 def engine(bundled_f32):
-    return Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED])
+    return engine_with(bundled_f32)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +45,7 @@ def hungry_thirsty(engine):
 @pytest.mark.slow  # two real analyses again; /compare in test_app_api checks the same
 def test_the_two_sides_are_what_two_separate_analyses_give(bundled_f32, engine, hungry_thirsty):
     for side, prompt in ((hungry_thirsty.a, HUNGRY), (hungry_thirsty.b, THIRSTY)):
-        alone = inference.analyze(bundled_f32, prompt)
+        alone = analyze(bundled_f32, prompt)
         assert side is engine.analyze(prompt, BUNDLED)  # the cached analysis itself
         assert side.tokens == alone.tokens and side.next_token_id == alone.next_token_id
         np.testing.assert_allclose(side.last_row, alone.last_row, rtol=0, atol=1e-6)
@@ -127,7 +125,7 @@ def test_a_probability_nothing_can_tell_is_none_never_a_guess(hungry_thirsty):
 def test_the_unembedding_runs_in_the_forked_worker_and_is_counted_here(bundled_f32, hungry_thirsty):
     gpu = ForkedWorker()
     try:
-        engine = Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu)
+        engine = engine_with(bundled_f32, accelerator=gpu)
         remote = engine.compare(HUNGRY, THIRSTY, BUNDLED)
     finally:
         gpu.close()
@@ -141,14 +139,14 @@ def test_the_unembedding_runs_in_the_forked_worker_and_is_counted_here(bundled_f
 
 @pytest.mark.parametrize("prompt_b, message", [("   ", "empty"), ("word " * 5000, "limit")], ids=["blank", "too-long"])
 def test_a_bad_second_prompt_is_named_and_runs_no_model(gemma3_26, prompt_b, message):
-    engine = Engine(loader=lambda name, progress: gemma3_26, model_names=["tiny"])
+    engine = engine_with(gemma3_26, ["tiny"])
     with pytest.raises(PromptError, match=f"^Prompt B: .*{message}"):
         engine.compare(THIRSTY, prompt_b, "tiny")
     assert engine.forward_calls == 0
 
 
 def test_a_bad_first_prompt_is_named_prompt_a(gemma3_26):
-    engine = Engine(loader=lambda name, progress: gemma3_26, model_names=["tiny"])
+    engine = engine_with(gemma3_26, ["tiny"])
     with pytest.raises(PromptError, match="^Prompt A: The prompt is empty"):
         engine.compare("", THIRSTY, "tiny")
 

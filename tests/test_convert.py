@@ -1,4 +1,4 @@
-"""The fast GGUF conversion (attn/convert.py) equals transformers' own GGUF loading.
+"""The fast GGUF conversion (attn/model/gguf.py) equals transformers' own GGUF loading.
 
 The reference is transformers' loader run on the same bundled GGUF (about a minute, once
 per module): the weights must be equal bit for bit, the config and tokenizer.json the same,
@@ -18,15 +18,13 @@ import attn.model.bundled as ckpt
 from attn.model import gguf as convert
 from attn.compute.forward import analyze
 from attn.model.loading import LoadedModel
+from helpers import PRESETS
 
 # The reference (transformers' GGUF loading) takes about a minute and the conversion with its
 # tokenizer loads half a minute more of CPU: every test here waits for one or both.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-PRESETS = [example["prompt"] for example in json.loads((ROOT / "examples.json").read_text())]
 TEXTS = PRESETS + [
-    "Jide was hungry so she went looking for",
     "Emoji 🔎🙂‍↔️👩🏽‍💻 and flags 🇳🇬",
     "日本語のテキストと中文文本，还有한국어",
     "  leading, trailing   and\tmixed \n\n whitespace   ",
@@ -37,7 +35,7 @@ TEXTS = PRESETS + [
 
 
 def transformers_reference(gguf: Path):
-    """transformers' own GGUF loading: the slow path attn/convert.py replaces."""
+    """transformers' own GGUF loading: the slow path attn/model/gguf.py replaces."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -10,7 +10,7 @@ import attn.compute.forward
 from attn.compute.engine import Engine
 from attn.errors import ModelUnavailableError, PromptError, UnknownModelError
 from attn.model.registry import BUNDLED
-from helpers import THIRSTY
+from helpers import THIRSTY, engine_with
 
 
 
@@ -46,12 +46,12 @@ def forward_spy(monkeypatch):
 
 @pytest.fixture
 def engine(bundled):
-    return Engine(loader=CountingLoader(bundled), model_names=[BUNDLED])
+    return engine_with(CountingLoader(bundled))
 
 
 @pytest.fixture
 def tiny_engine(gpt2):
-    return Engine(loader=CountingLoader(gpt2), model_names=["tiny-gpt2"])
+    return engine_with(CountingLoader(gpt2), ["tiny-gpt2"])
 
 
 # ---- caching -------------------------------------------------------------------------
@@ -91,36 +91,42 @@ def test_simultaneous_identical_requests_run_the_model_once(engine, forward_spy)
 
 def test_the_model_is_loaded_once_for_many_requests(gpt2):
     loader = CountingLoader(gpt2)
-    engine = Engine(loader=loader, model_names=["tiny-gpt2"])
+    engine = engine_with(loader, ["tiny-gpt2"])
     for prompt in ("one", "two", "three"):
         engine.analyze(prompt, "tiny-gpt2")
     assert loader.calls == 1
 
 
 def test_the_cache_byte_bound_holds_for_real_analyses(gpt2):
-    engine = Engine(loader=CountingLoader(gpt2), model_names=["tiny-gpt2"])
+    engine = engine_with(CountingLoader(gpt2), ["tiny-gpt2"])
     one = engine.analyze("The quick brown fox jumps", "tiny-gpt2")
-    small = Engine(cache_bytes=int(one.nbytes * 2.5), loader=CountingLoader(gpt2), model_names=["tiny-gpt2"])
+    small = engine_with(CountingLoader(gpt2), ["tiny-gpt2"], cache_bytes=int(one.nbytes * 2.5))
     for prompt in ("The quick brown fox jumps", "The lazy dog jumps high", "Attention is all you"):
         small.analyze(prompt, "tiny-gpt2")
         assert small.cache_stats().bytes <= small.cache_stats().max_bytes
     assert small.cache_stats().evictions >= 1
 
 
-def test_the_accelerator_wraps_every_forward_pass_and_nothing_else(gpt2):
-    """How the app hands spaces.GPU to the engine: only uncached passes go through it."""
+def test_every_model_call_goes_through_the_accelerator_and_nothing_else_does(gpt2):
+    """How the app hands spaces.GPU to the engine: each uncached call goes through it, once,
+    whatever its kind; cache hits and refused prompts never do."""
     seen = []
 
-    def accelerator(forward):
-        def on_gpu(model_name, prompt, encoded):
-            seen.append((model_name, prompt))
-            return forward(model_name, prompt, encoded)
+    def accelerator(call):
+        def on_gpu(job, model_name, *args):
+            seen.append((job, model_name))
+            return call(job, model_name, *args)
         return on_gpu
 
-    engine = Engine(loader=CountingLoader(gpt2), model_names=["tiny-gpt2"], accelerator=accelerator)
+    engine = engine_with(CountingLoader(gpt2), ["tiny-gpt2"], accelerator=accelerator)
     engine.analyze("hello there", "tiny-gpt2")
     engine.analyze("hello there", "tiny-gpt2")
-    assert seen == [("tiny-gpt2", "hello there")]
+    with pytest.raises(PromptError):
+        engine.analyze("  ", "tiny-gpt2")
+    engine.generate("hello there", "tiny-gpt2", 2)
+    engine.ablate("hello there", "tiny-gpt2")  # a few deletions: one batch
+    engine.generate("hello there", "tiny-gpt2", 2)
+    assert seen == [("forward", "tiny-gpt2"), ("generate", "tiny-gpt2"), ("ablation", "tiny-gpt2")]
 
 
 # ---- bad requests --------------------------------------------------------------------
@@ -129,7 +135,7 @@ def test_the_accelerator_wraps_every_forward_pass_and_nothing_else(gpt2):
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t "], ids=["empty", "spaces", "whitespace"])
 def test_a_blank_prompt_is_refused_without_loading_the_model(gpt2, prompt):
     loader = CountingLoader(gpt2)
-    engine = Engine(loader=loader, model_names=["tiny-gpt2"])
+    engine = engine_with(loader, ["tiny-gpt2"])
     with pytest.raises(PromptError, match="empty"):
         engine.analyze(prompt, "tiny-gpt2")
     assert loader.calls == 0
@@ -142,7 +148,7 @@ def test_a_prompt_that_is_not_text_is_refused(tiny_engine, prompt):
 
 
 def test_a_prompt_over_the_token_limit_names_the_limit(bundled):
-    engine = Engine(max_tokens=16, loader=CountingLoader(bundled), model_names=[BUNDLED])
+    engine = engine_with(CountingLoader(bundled), max_tokens=16)
     long = "Jide was thirsty so she went looking for water in the town square and the old well"
     with pytest.raises(PromptError, match="limit is 16 tokens"):
         engine.analyze(long, BUNDLED)
@@ -158,7 +164,7 @@ def test_an_unknown_model_name_raises_unknown_model_error(tiny_engine):
 
 def test_a_registered_model_that_is_not_enabled_is_refused(gpt2):
     loader = CountingLoader(gpt2)
-    engine = Engine(loader=loader, model_names=[BUNDLED])
+    engine = engine_with(loader)
     with pytest.raises(UnknownModelError, match="not enabled"):
         engine.analyze(THIRSTY, "gemma-3-1b")
     assert loader.calls == 0
@@ -182,7 +188,7 @@ def test_a_load_failure_is_reported_with_its_reason_and_not_retried():
         calls.append(name)
         raise RuntimeError("disk on fire")
 
-    engine = Engine(loader=broken, model_names=[BUNDLED])
+    engine = engine_with(broken)
     for _ in range(2):
         with pytest.raises(ModelUnavailableError, match="disk on fire"):
             engine.analyze(THIRSTY, BUNDLED)
@@ -195,7 +201,7 @@ def test_a_model_unavailable_message_reaches_the_user_verbatim():
     def gated(name, progress):
         raise ModelUnavailableError("set the HF_TOKEN secret")
 
-    engine = Engine(loader=gated, model_names=["gemma-3-1b"])
+    engine = engine_with(gated, ["gemma-3-1b"])
     with pytest.raises(ModelUnavailableError) as info:
         engine.model("gemma-3-1b")
     assert str(info.value) == "set the HF_TOKEN secret"
@@ -203,7 +209,7 @@ def test_a_model_unavailable_message_reaches_the_user_verbatim():
 
 def test_status_goes_from_not_loaded_to_loading_to_ready(gpt2):
     gate = threading.Event()
-    engine = Engine(loader=CountingLoader(gpt2, gate=gate), model_names=["tiny-gpt2"])
+    engine = engine_with(CountingLoader(gpt2, gate=gate), ["tiny-gpt2"])
     assert engine.status("tiny-gpt2") == ("not loaded", "")
     assert not engine.is_ready("tiny-gpt2")
 

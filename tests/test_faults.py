@@ -38,7 +38,7 @@ from attn import (
     ModelUnavailableError,
     UnknownModelError,
 )
-from helpers import SETTINGS, THIRSTY, FakeConversion
+from helpers import SETTINGS, THIRSTY, FakeConversion, engine_with
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -71,7 +71,7 @@ def poisoned(bundled):
     tok = bundled.tokenizer
     ids = [tok.bos_token_id] + tok(POISON, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     model = PoisonedModel(bundled.model.model, ids)
-    engine = Engine(loader=lambda name, progress: bundled, model_names=[BUNDLED])
+    engine = engine_with(bundled)
     yield engine, model
     model.handle.remove()
 
@@ -139,7 +139,7 @@ class FlakyLoader:
 
 def test_a_model_that_fails_to_load_is_reported_remembered_and_isolated(bundled, caplog):
     loader = FlakyLoader(bundled, {"gemma-3-1b": OSError("disk on fire: /models/gemma-3-1b is unreadable")})
-    engine = Engine(loader=loader, model_names=list(REGISTRY))  # the real registry: both models
+    engine = engine_with(loader, list(REGISTRY))  # the real registry: both models
     with caplog.at_level(logging.ERROR, logger="attn.compute.engine"):
         with pytest.raises(ModelUnavailableError) as info:
             engine.analyze("Hello", "gemma-3-1b")
@@ -165,7 +165,7 @@ def test_a_model_that_fails_to_load_is_reported_remembered_and_isolated(bundled,
 
 def test_a_load_failure_with_its_own_message_keeps_it(bundled):
     own = ModelUnavailableError("Gemma 3 1B is gated: set the HF_TOKEN secret.")
-    engine = Engine(loader=FlakyLoader(bundled, {"gemma-3-1b": own}), model_names=list(REGISTRY))
+    engine = engine_with(FlakyLoader(bundled, {"gemma-3-1b": own}), list(REGISTRY))
     with pytest.raises(ModelUnavailableError) as info:
         engine.analyze("Hello", "gemma-3-1b")
     assert str(info.value) == "Gemma 3 1B is gated: set the HF_TOKEN secret."
@@ -180,7 +180,7 @@ def test_a_loader_that_dies_in_the_background_leaves_the_status_readable(bundled
         assert gate.wait(10)
         raise MemoryError("out of memory while loading")
 
-    engine = Engine(loader=slow_then_fail, model_names=[BUNDLED])
+    engine = engine_with(slow_then_fail)
     thread = engine.preload(BUNDLED)
     deadline = time.monotonic() + 10
     while engine.status(BUNDLED)[0] != "loading" and time.monotonic() < deadline:
@@ -428,7 +428,7 @@ def test_a_burst_of_failing_requests_leaves_the_server_serving(app):
 
 
 def test_a_bad_model_name_through_the_engine_is_unknown_not_a_crash(bundled):
-    engine = Engine(loader=FlakyLoader(bundled, {}), model_names=[BUNDLED])
+    engine = engine_with(FlakyLoader(bundled, {}))
     for name in ("gemma-3-1b", "nope", None, 42):
         with pytest.raises(UnknownModelError):
             engine.analyze("Hello", name)

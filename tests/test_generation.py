@@ -1,4 +1,4 @@
-"""Generation (attn/generation.py): continue a prompt for N tokens; every step keeps the
+"""Generation (attn/compute/generation.py): continue a prompt for N tokens; every step keeps the
 attention of the position that predicted its token, exactly what a forward pass over that
 step's prefix gives. Stepping through the steps never runs the model."""
 
@@ -13,16 +13,15 @@ import pytest
 import torch
 
 import attn.compute.generation
-from attn.compute import generation
-from attn.compute import forward as inference
+from attn.compute import forward, generation
 from attn.compute.engine import Engine
+from attn.compute.generation import MAX_NEW_TOKENS, TOP_K, Continuation, check_continuation
 from attn.errors import AnalysisFailedError, PromptError, ViewError
-from attn.compute.generation import MAX_NEW_TOKENS, TOP_K, check_settings
-from attn.model.registry import BUNDLED
 from attn.model.loading import LoadedModel
+from attn.model.registry import BUNDLED
 from attn.views.view import View, check_view, row
 
-from helpers import THIRSTY
+from helpers import THIRSTY, engine_with
 from test_gpu_worker import ForkedWorker
 
 STEPS = 8
@@ -50,14 +49,14 @@ def windowed(tiny, gemma_tokenizer) -> LoadedModel:
 
 def prefix_analysis(loaded, step):
     """A separate forward pass over a step's tokens, as /analyze would run it."""
-    return inference.forward(loaded, step.prompt, (step.token_ids.tolist(), step.tokens, step.spans))
+    return forward.forward(loaded, step.prompt, (step.token_ids.tolist(), step.tokens, step.spans))
 
 
 # ---- the tokens ------------------------------------------------------------------------
 
 
 def test_greedy_tokens_are_the_ones_model_generate_gives(bundled_f32, thirsty):
-    ids = thirsty.token_ids.tolist()
+    ids = thirsty.steps[0].token_ids.tolist()
     with torch.inference_mode():
         out = bundled_f32.model.generate(torch.tensor([ids]), max_new_tokens=STEPS, do_sample=False)
     assert thirsty.generated_ids.tolist() == out[0, len(ids):].tolist()
@@ -70,20 +69,21 @@ def test_each_chosen_token_s_probability_is_the_model_s(thirsty, prefixes):
         p = alone.top_k[0]
         assert p.id == thirsty.generated_ids[k]
         assert thirsty.probs[k] == pytest.approx(p.prob, abs=1e-5)
-        assert thirsty.top_k[k][0].id == p.id and len(thirsty.top_k[k]) == TOP_K
+        assert thirsty.steps[k].top_k[0].id == p.id and len(thirsty.steps[k].top_k) == TOP_K
 
 
 def test_the_same_seed_samples_the_same_tokens(gemma3_26):
     first = generation.generate(gemma3_26, THIRSTY, 4, temperature=1.0, seed=11)
     again = generation.generate(gemma3_26, THIRSTY, 4, temperature=1.0, seed=11)
     assert first.generated_ids.tolist() == again.generated_ids.tolist()
-    np.testing.assert_array_equal(first.attention, again.attention)
+    for mine, theirs in zip(first.steps, again.steps, strict=True):
+        np.testing.assert_array_equal(mine.last_row, theirs.last_row)
     other = generation.generate(gemma3_26, THIRSTY, 4, temperature=1.0, seed=12).generated_ids.tolist()
     assert other != first.generated_ids.tolist()  # random weights: near-uniform over 262k tokens
 
 
 def test_greedy_generation_has_no_seed(gemma3_26):
-    assert check_settings(4, 0.0, seed=5) == check_settings(4, 0, seed=9)
+    assert check_continuation(4, 0.0, seed=5) == check_continuation(4, 0, seed=9) == Continuation(4, 0.0, None)
     assert generation.generate(gemma3_26, THIRSTY, 2, seed=5).seed is None
 
 
@@ -95,9 +95,9 @@ def test_generation_stops_at_an_end_of_sequence_token(gemma3_26, monkeypatch):
     first = full.generated_ids.tolist().index(stop)
     assert short.generated_ids.tolist() == full.generated_ids.tolist()[:first + 1]
     assert short.stopped_at_eos and not full.stopped_at_eos
-    p = short.num_prompt_tokens
-    assert short.attention.shape == (first + 1, short.num_layers, short.num_heads, p + first)
-    np.testing.assert_array_equal(short.attention, full.attention[:first + 1, :, :, :p + first])
+    assert short.num_steps == first + 1
+    for k in range(short.num_steps):
+        np.testing.assert_array_equal(short.step_analysis(k).last_row, full.step_analysis(k).last_row)
 
 
 # ---- the attention ---------------------------------------------------------------------
@@ -107,13 +107,12 @@ def test_generation_stops_at_an_end_of_sequence_token(gemma3_26, monkeypatch):
 def test_each_step_s_attention_equals_a_forward_pass_over_its_prefix(thirsty, prefixes):
     """Every layer and head, to 1e-5; value-weighted attention too."""
     p = thirsty.num_prompt_tokens
-    assert thirsty.attention.shape == (STEPS, 18, 4, p + STEPS - 1)
+    assert thirsty.num_steps == STEPS
     for k, alone in enumerate(prefixes):
         step = thirsty.step_analysis(k)
         assert step.last_row.shape == alone.last_row.shape == (18, 4, p + k)
         np.testing.assert_allclose(step.last_row, alone.last_row, rtol=0, atol=1e-5, err_msg=f"step {k}")
         np.testing.assert_allclose(step.value_norms, alone.value_norms, rtol=1e-4, atol=1e-5)
-        assert not thirsty.attention[k, :, :, p + k:].any()  # zero padding after the step's keys
 
 
 def test_local_layers_beyond_their_window_match_a_forward_pass(windowed):
@@ -128,9 +127,8 @@ def test_local_layers_beyond_their_window_match_a_forward_pass(windowed):
 
 
 def test_every_step_s_rows_sum_to_one(thirsty):
-    p = thirsty.num_prompt_tokens
-    for k in range(thirsty.num_steps):
-        np.testing.assert_allclose(thirsty.attention[k, :, :, :p + k].sum(-1), 1, atol=1e-5)
+    for step in thirsty.steps:
+        np.testing.assert_allclose(step.last_row.sum(-1), 1, atol=1e-5)
 
 
 # ---- a step as an Analysis -------------------------------------------------------------
@@ -140,8 +138,9 @@ def test_a_step_is_an_analysis_of_the_prompt_and_the_tokens_generated_before_it(
     k = 3
     step = thirsty.step_analysis(k)
     p = thirsty.num_prompt_tokens
-    assert step.tokens == thirsty.tokens + thirsty.generated[:k]
-    assert step.token_ids.tolist() == thirsty.token_ids.tolist() + thirsty.generated_ids[:k].tolist()
+    prompt = thirsty.steps[0]
+    assert step.tokens == prompt.tokens + thirsty.generated[:k]
+    assert step.token_ids.tolist() == prompt.token_ids.tolist() + thirsty.generated_ids[:k].tolist()
     assert step.generated_from == p and step.tokens[step.generated_from:] == thirsty.generated[:k]
     assert (step.next_token, step.next_token_id) == (thirsty.generated[k], int(thirsty.generated_ids[k]))
     assert step.top_k[0].id == step.next_token_id  # greedy
@@ -190,15 +189,17 @@ def test_the_json_is_the_documented_api(thirsty):
 
 def test_a_generation_pickles_and_comes_back_equal(thirsty):
     back = pickle.loads(pickle.dumps(thirsty))
-    assert back.generated == thirsty.generated and back.top_k == thirsty.top_k
-    np.testing.assert_array_equal(back.attention, thirsty.attention)
-    assert back.nbytes == thirsty.nbytes >= thirsty.attention.nbytes
+    assert back.generated == thirsty.generated and back.continuation == thirsty.continuation
+    for mine, theirs in zip(back.steps, thirsty.steps, strict=True):
+        assert mine.top_k == theirs.top_k and mine.spans == theirs.spans
+        np.testing.assert_array_equal(mine.last_row, theirs.last_row)
+    assert back.nbytes == thirsty.nbytes >= sum(s.last_row.nbytes + s.value_norms.nbytes for s in thirsty.steps)
 
 
 @pytest.fixture
 def forked_engine(bundled_f32):
     gpu = ForkedWorker()
-    yield Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    yield engine_with(bundled_f32, accelerator=gpu), gpu
     gpu.close()
 
 
@@ -209,8 +210,8 @@ def test_a_generation_made_in_a_forked_worker_equals_one_made_in_process(forked_
     assert gpu.calls == 1 and engine.generate_calls == 1  # counted here, not in the worker
     assert remote.generated_ids.tolist() == thirsty.generated_ids[:4].tolist()
     # One CPU thread there: the same numbers up to summation order.
-    np.testing.assert_allclose(remote.attention, thirsty.attention[:4, :, :, :remote.attention.shape[-1]],
-                               rtol=0, atol=1e-6)
+    for mine, theirs in zip(remote.steps, thirsty.steps[:4], strict=True):
+        np.testing.assert_allclose(mine.last_row, theirs.last_row, rtol=0, atol=1e-6)
 
 
 def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeypatch):
@@ -240,13 +241,13 @@ class Refuse:
 
 @pytest.fixture
 def engine(gemma3_26):
-    return Engine(loader=lambda name, progress: gemma3_26, model_names=["tiny"])
+    return engine_with(gemma3_26, ["tiny"])
 
 
-def test_the_engine_caches_a_generation_under_its_settings(engine):
+def test_the_engine_caches_a_generation_under_its_continuation(engine):
     first = engine.generate(THIRSTY, "tiny", 3)
     assert engine.generate(THIRSTY, "tiny", 3) is first
-    assert engine.generate(THIRSTY, "tiny", 3, seed=99) is first  # greedy: the seed is not a setting
+    assert engine.generate(THIRSTY, "tiny", 3, seed=99) is first  # greedy: the seed plays no part
     assert engine.cached_generation(THIRSTY, "tiny", 3) is first
     sampled = engine.generate(THIRSTY, "tiny", 3, temperature=0.7, seed=1)
     assert sampled is not first and engine.cached_generation(THIRSTY, "tiny", 3, 0.7, 2) is None
@@ -262,18 +263,18 @@ def test_stepping_through_a_generation_runs_no_model(engine):
     assert (engine.generate_calls, engine.forward_calls) == calls
 
 
-@pytest.mark.parametrize("settings, message", [
+@pytest.mark.parametrize("continuation, message", [
     ((0, 0.0, 0), "1-32"), ((MAX_NEW_TOKENS + 1, 0.0, 0), "1-32"), ((2.5, 0.0, 0), "whole number"),
     ((True, 0.0, 0), "whole number"), (("many", 0.0, 0), "whole number"),
     ((4, -0.5, 0), "Temperature"), ((4, float("nan"), 0), "Temperature"), ((4, 2.5, 0), "Temperature"),
     ((4, "hot", 0), "Temperature"), ((4, 1.0, -1), "seed"), ((4, 1.0, 2**32), "seed"),
 ], ids=["zero", "too-many", "fraction", "bool", "text", "negative-t", "nan-t", "hot-t", "text-t",
         "negative-seed", "huge-seed"])
-def test_bad_settings_are_refused_before_any_model_call(settings, message):
+def test_a_bad_continuation_is_refused_before_any_model_call(continuation, message):
     loader = Refuse()
-    engine = Engine(loader=loader, model_names=["tiny"])
+    engine = engine_with(loader, ["tiny"])
     with pytest.raises(ViewError, match=message):
-        engine.generate(THIRSTY, "tiny", *settings)
+        engine.generate(THIRSTY, "tiny", *continuation)
     assert loader.calls == 0 and engine.generate_calls == 0
 
 
@@ -292,8 +293,8 @@ def test_a_bad_prompt_is_refused_before_any_model_call(engine):
 def test_the_cli_prints_the_continuation_and_what_each_step_attended_to(bundled_f32, monkeypatch, capsys):
     import attn.cli
 
-    monkeypatch.setattr(Engine, "for_settings", classmethod(lambda cls, settings, accelerator=None: cls(
-        loader=lambda name, progress: bundled_f32, model_names=list(settings.models))))
+    monkeypatch.setattr(Engine, "for_settings", classmethod(
+        lambda cls, settings, accelerator=None: engine_with(bundled_f32, settings.models)))
     assert attn.cli.main([THIRSTY, "--generate", "3", "--layer", "12"]) == 0
     out = capsys.readouterr().out
     assert "continuation (3 tokens, greedy): ' water. She'" in out

@@ -20,13 +20,11 @@ import pytest
 
 import attn.compute.ablation
 import attn.compute.forward
-from attn.compute.engine import Engine
 from attn.errors import AnalysisFailedError, IntegrityError
 from attn.model.registry import BUNDLED
 
-from helpers import THIRSTY
+from helpers import HUNGRY, THIRSTY, engine_with
 
-HUNGRY = "Jide was hungry so she went looking for"
 CALL_TIMEOUT_S = 120
 
 
@@ -93,7 +91,7 @@ def _serve(task, conn) -> None:
 @pytest.fixture
 def forked_engine(bundled_f32):
     gpu = ForkedWorker()
-    yield Engine(loader=lambda name, progress: bundled_f32, model_names=[BUNDLED], accelerator=gpu), gpu
+    yield engine_with(bundled_f32, accelerator=gpu), gpu
     gpu.close()
 
 

@@ -1,6 +1,6 @@
 """Prompt -> Analysis: the prediction, the attention it came from, and the checks on it.
 
-Also the views over an Analysis (attn/view.py), which are pure numpy.
+Also the views over an Analysis (attn/views/view.py), which are pure numpy.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from attn.compute import forward as inference
-from attn.views import view as views
+from attn.compute import integrity
 from attn.compute.analysis import SCHEMA, Analysis, TokenProb
+from attn.compute.encode import encode
+from attn.compute.forward import FULL_MATRIX_MAX_TOKENS, analyze
+from attn.compute.integrity import check_integrity
 from attn.errors import IntegrityError, PromptError, ViewError
-from attn.compute.forward import FULL_MATRIX_MAX_TOKENS, analyze, check_integrity, encode
+from attn.views import view as views
 from attn.views.view import View
 from helpers import THIRSTY
 
@@ -333,7 +335,7 @@ def test_attention_that_breaks_an_invariant_raises_integrity_error(breach, messa
 def test_every_forbidden_cell_is_caught_whatever_the_row_block(monkeypatch, rows):
     """The checks read the attention a block of query rows at a time: no cell may slip
     between blocks. Each forbidden cell of a 6-token, window-3 pair of layers, alone."""
-    monkeypatch.setattr(inference, "CHECK_ROWS", rows)
+    monkeypatch.setattr(integrity, "CHECK_ROWS", rows)
     check_integrity(tuple(_valid_attention()), KINDS, WINDOW, "float32")
     for layer, kind in enumerate(KINDS):
         for q in range(LENGTH):
@@ -393,7 +395,7 @@ def test_analysis_size_counts_the_full_matrix(gpt2):
     assert short.nbytes > short.full.nbytes + short.last_row.nbytes
 
 
-# ---- views (attn/view.py) ---------------------------------------------------------
+# ---- views (attn/views/view.py) ---------------------------------------------------------
 
 
 def _hand_made_analysis(full: bool = True) -> Analysis:

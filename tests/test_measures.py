@@ -1,4 +1,4 @@
-"""The three same-pass measures (attn/measures.py), each against an independent
+"""The three same-pass measures (attn/compute/measures.py), each against an independent
 recomputation from the model's own modules and its own hidden states and attention.
 
 - Logit lens (nostalgebraist 2020): softmax(lm_head(norm(h_l))) at the predicting position.
@@ -21,8 +21,8 @@ from attn.compute.forward import analyze
 from attn.compute.measures import rollout
 from attn.model.loading import LoadedModel
 from attn.views.view import View, row
+from helpers import THIRSTY
 
-THIRSTY = "Jide was thirsty so she went looking for"
 TOL = 1e-4
 
 

@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from attn import BUNDLED, Engine, PromptError, TokenProb, View
+from attn import BUNDLED, PromptError, TokenProb, View
 from attn.views.diagram import line_diagram
 from attn.views.drawing import to_svg
 from attn.views.heatmap import heatmap_html
 from attn.views.highlight import token_html
 from attn.views.summary import continuation_html, top_k_html
-from helpers import audit_html
+from helpers import audit_html, engine_with
 
 EXPLORE = os.environ.get("ATTN_HYPOTHESIS_EXPLORE") == "1"
 SETTINGS = dict(
@@ -39,7 +39,7 @@ ROW_TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def engine(bundled):
-    return Engine(loader=lambda name, progress: bundled, model_names=[BUNDLED])
+    return engine_with(bundled)
 
 
 @pytest.fixture(scope="module")

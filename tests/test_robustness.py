@@ -27,7 +27,6 @@ import pytest
 
 from attn import (
     BUNDLED,
-    Engine,
     PromptError,
     TokenProb,
     View,
@@ -40,7 +39,7 @@ from attn.views.highlight import token_html
 from attn.views.labels import visible
 from attn.views.summary import continuation_html, top_k_html
 from attn.views.view import check_view
-from helpers import THIRSTY, audit_html
+from helpers import THIRSTY, audit_html, engine_with
 
 MODEL = BUNDLED
 EMPTY_MSG = "The prompt is empty: type some text to analyse."
@@ -209,7 +208,7 @@ def fast_few(values, fast, ids=None):
 
 @pytest.fixture(scope="module")
 def engine(bundled):
-    return Engine(loader=lambda name, progress: bundled, model_names=[MODEL])
+    return engine_with(bundled, [MODEL])
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +261,7 @@ def test_over_the_token_limit_names_the_limit(engine):
 
 def test_the_token_limit_is_exact(bundled):
     """max_tokens counts <BOS>: 7 prompt tokens fit a limit of 8, 8 do not."""
-    small = Engine(loader=lambda name, progress: bundled, model_names=[MODEL], max_tokens=8)
+    small = engine_with(bundled, [MODEL], max_tokens=8)
     assert small.analyze(" the" * 7, MODEL).num_tokens == 8
     with pytest.raises(PromptError, match=r"^The prompt is 9 tokens long \(with <BOS>\); the limit is 8 tokens\.$"):
         small.analyze(" the" * 8, MODEL)

@@ -25,7 +25,7 @@ import app_server
 
 import attn.model.loading as models
 from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError
-from helpers import SETTINGS, THIRSTY
+from helpers import SETTINGS, THIRSTY, engine_with
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -90,7 +90,7 @@ class SpyLoader:
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_the_engine_refuses_a_path_like_model_before_any_loader_runs(name):
     spy = SpyLoader()
-    engine = Engine(loader=spy, model_names=list(REGISTRY))
+    engine = engine_with(spy, list(REGISTRY))
     for call in (lambda: engine.analyze("Hello", name), lambda: engine.model(name), lambda: engine.status(name)):
         with pytest.raises(UnknownModelError):
             call()
@@ -101,7 +101,7 @@ def test_the_engine_refuses_a_path_like_model_before_any_loader_runs(name):
 
 def test_a_registry_model_outside_the_enabled_list_is_refused():
     spy = SpyLoader()
-    engine = Engine(loader=spy, model_names=[BUNDLED])
+    engine = engine_with(spy)
     with pytest.raises(UnknownModelError, match="is not enabled in this demo"):
         engine.analyze("Hello", "gemma-3-1b")
     assert spy.calls == []

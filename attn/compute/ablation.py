@@ -16,6 +16,7 @@ import numpy as np
 
 from attn.compute import measures
 from attn.compute.analysis import Analysis
+from attn.compute.hooks import find_parts
 from attn.model.loading import LoadedModel
 
 ABLATION_SCHEMA = "attn-ablation/1"
@@ -153,7 +154,7 @@ def batch_p_next(loaded: LoadedModel, ids: list[int], chunk: list[int], next_id:
     keep = torch.ones(len(chunk), len(ids), dtype=torch.bool, device=loaded.device)
     keep[torch.arange(len(chunk)), torch.tensor(chunk)] = False
     batch = full.expand(len(chunk), -1)[keep].view(len(chunk), len(ids) - 1)
-    parts = measures.find_parts(loaded.model)
+    parts = find_parts(loaded.model)
     with torch.inference_mode():
         if parts is not None:  # the decoder, then the unembedding of the last rows as the analysis does it
             logits = measures.unembed(parts, parts.base(input_ids=batch, use_cache=False).last_hidden_state[:, -1])

@@ -19,7 +19,9 @@ from typing import Callable
 
 import numpy as np
 
+from attn.compute import measures
 from attn.compute.analysis import Analysis
+from attn.compute.hooks import find_parts
 from attn.model.loading import LoadedModel
 
 COMPARE_SCHEMA = "attn-compare/1"
@@ -116,15 +118,13 @@ def unembed_probs(loaded: LoadedModel, hidden: np.ndarray, token_ids: list[int])
     config has it). One (n x vocab) projection, no decoder layer."""
     import torch
 
-    from attn.compute.measures import find_parts, unembed
-
     parts = find_parts(loaded.model)
     if parts is None:
         raise ValueError(f"Model {loaded.name!r}: its final norm and unembedding were not found.")
     dtype = next(loaded.model.parameters()).dtype
     with torch.inference_mode():
         h = torch.as_tensor(np.asarray(hidden, dtype=np.float32), device=loaded.device).to(dtype)[None]  # (1, n, D)
-        probs = torch.softmax(unembed(parts, parts.final_norm(h)[0]), dim=-1)
+        probs = torch.softmax(measures.unembed(parts, parts.final_norm(h)[0]), dim=-1)
         rows = torch.arange(len(token_ids), device=probs.device)
         picked = probs[rows, torch.tensor(token_ids, device=probs.device)]
     return picked.cpu().numpy().astype(np.float32)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
-from attn.compute import ablation, compare, generation
-from attn.compute import forward as inference
+from attn.compute import ablation, compare, forward, generation
 from attn.compute.ablation import Ablation
 from attn.compute.analysis import Analysis
 from attn.compute.cache import ByteLRU, CacheStats
 from attn.compute.compare import Comparison
+from attn.compute.encode import Encoded, check_prompt, encode
 from attn.compute.generation import Generation
-from attn.errors import AnalysisFailedError, AttnError, ModelUnavailableError, PromptError, UnknownModelError, echo
+from attn.errors import AnalysisFailedError, AttnError, ModelUnavailableError, UnknownModelError, echo
 from attn.model import loading
 from attn.model.loading import LoadedModel
 from attn.model.registry import get_spec
@@ -28,6 +29,29 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[str, Callable[[str], None]], LoadedModel]
 Accelerator = Callable[[Callable], Callable]  # e.g. spaces.GPU(duration=10)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One kind of model call: what it runs on the loaded model, what its failure says, and
+    which of the engine's counters counts it (None: counted by its caller)."""
+
+    run: Callable  # (LoadedModel, *args) -> a picklable value
+    failure: str
+    counter: str | None
+
+
+# Looked up when called (not bound here), so a test may replace a module's function.
+JOBS = {
+    "forward": Job(lambda loaded, *args: forward.forward(loaded, *args),
+                   "The model failed on this prompt", "forward_calls"),
+    "ablation": Job(lambda loaded, *args: ablation.batch_p_next(loaded, *args),
+                    "The model failed while deleting tokens", None),  # an ablation counts once, not per batch
+    "generate": Job(lambda loaded, *args: generation.decode(loaded, *args),
+                    "The model failed while generating", "generate_calls"),
+    "unembed": Job(lambda loaded, *args: compare.unembed_probs(loaded, *args),
+                   "The model failed while comparing", "unembed_calls"),
+}
 
 
 class Engine:
@@ -57,14 +81,10 @@ class Engine:
         self.ablation_calls = 0  # ablations computed (each is several batched forward passes)
         self.generate_calls = 0  # generations computed (each is one KV-cached loop)
         self.unembed_calls = 0  # cross probabilities read from stored hidden states (no forward pass)
-        # On ZeroGPU the accelerator (spaces.GPU) runs the forward pass in a forked worker:
+        # On ZeroGPU the accelerator (spaces.GPU) runs every model call in a forked worker:
         # its arguments and result are pickled, and nothing it changes here comes back.
         # So it gets only what it needs and returns a value; all bookkeeping stays here.
-        wrap = accelerator or (lambda fn: fn)
-        self._forward = wrap(self._forward_outcome)
-        self._ablation_batch = wrap(self._ablation_batch_outcome)
-        self._generate = wrap(self._generate_outcome)
-        self._unembed = wrap(self._unembed_outcome)
+        self._remote = (accelerator or (lambda fn: fn))(self._outcome)
 
     @classmethod
     def for_settings(cls, settings: Settings, accelerator: Accelerator | None = None) -> "Engine":
@@ -134,52 +154,46 @@ class Engine:
     def is_ready(self, name: str) -> bool:
         return name in self._models
 
-    # ---- analysis -----------------------------------------------------------------
-    def _forward_outcome(self, model_name: str, prompt: str, encoded) -> Analysis | AttnError:
-        """The one forward pass, where the accelerator is."""
-        return self._as_value("The model failed on this prompt", model_name,
-                              lambda: inference.forward(self.model(model_name), prompt, encoded))
+    # ---- the one path of every model call -----------------------------------------
+    def _call(self, job: str, model_name: str, *args):
+        """Run `job` on the model: under its run lock (one call per model at a time: bounded
+        memory, no thread thrash), counted here, through the accelerator; an error that
+        comes back as a value is raised here."""
+        counter = JOBS[job].counter
+        with self._run_locks[model_name]:
+            if counter is not None:
+                setattr(self, counter, getattr(self, counter) + 1)
+            outcome = self._remote(job, model_name, *args)
+        if isinstance(outcome, AttnError):
+            raise outcome
+        return outcome
 
-    def _ablation_batch_outcome(self, model_name: str, ids: list[int], chunk: list[int], next_id: int):
-        """One batch of token deletions, where the accelerator is."""
-        return self._as_value("The model failed while deleting tokens", model_name,
-                              lambda: ablation.batch_p_next(self.model(model_name), ids, chunk, next_id))
-
-    @staticmethod
-    def _as_value(failure: str, model_name: str, job):
-        """Errors come back as values: spaces would replace a raised one with a bare
-        "ZeroGPU worker error"."""
+    def _outcome(self, job: str, model_name: str, *args):
+        """The call itself, where the accelerator is. Errors come back as values: spaces
+        would replace a raised one with a bare "ZeroGPU worker error"."""
         try:
-            return job()
+            return JOBS[job].run(self.model(model_name), *args)
         except AttnError as exc:
             return exc
         except Exception as exc:
             log.exception("analysis failed on %s", model_name)
             failed = AnalysisFailedError(
-                f"{failure} ({type(exc).__name__}); nothing was cached. Try again, or try another prompt."
+                f"{JOBS[job].failure} ({type(exc).__name__}); nothing was cached. Try again, or try another prompt."
             )
             failed.__cause__ = exc  # kept in process; a pickle across processes drops it
             return failed
 
-    def _run(self, model_name: str, prompt: str) -> Analysis:
-        encoded = inference.encode(self.model(model_name).tokenizer, prompt, self.max_tokens)  # bad input: no model call
-        with self._run_locks[model_name]:
-            # One forward pass per model at a time: bounded memory, no thread thrash.
-            self.forward_calls += 1
-            outcome = self._forward(model_name, prompt, encoded)
-        if isinstance(outcome, AttnError):
-            raise outcome
-        return outcome
+    def _encode(self, model_name: str, prompt: str) -> Encoded:
+        """The prompt as the model reads it; bad input is refused here, before any model call."""
+        return encode(self.model(model_name).tokenizer, prompt, self.max_tokens)
 
+    # ---- analysis -----------------------------------------------------------------
     def analyze(self, prompt: str, model_name: str) -> Analysis:
         """Cached analysis. Raises PromptError, UnknownModelError, ModelUnavailableError."""
         self._check_name(model_name)
-        # Validate cheaply before waiting on a model load or a forward pass.
-        if not isinstance(prompt, str):
-            raise PromptError("The prompt must be text.")
-        if not prompt.strip():
-            raise PromptError("The prompt is empty: type some text to analyse.")
-        return self.cache.get_or_compute((model_name, prompt), lambda: self._run(model_name, prompt))
+        check_prompt(prompt, self.max_tokens)  # before waiting on a model load or a forward pass
+        return self.cache.get_or_compute(
+            (model_name, prompt), lambda: self._call("forward", model_name, prompt, self._encode(model_name, prompt)))
 
     def cached(self, prompt: str, model_name: str) -> Analysis | None:
         return self.cache.get((model_name, prompt))
@@ -188,7 +202,7 @@ class Engine:
     def ablate(
         self, prompt: str, model_name: str, progress: ablation.Progress | None = None
     ) -> Ablation:
-        """Cached token ablation (attn/ablation.py), computed from the cached analysis.
+        """Cached token ablation (attn/compute/ablation.py), computed from the cached analysis.
 
         Each batch of deletions takes the model's run lock on its own, so analyses of
         other prompts wait for at most one batch, and views (served from the caches)
@@ -205,75 +219,49 @@ class Engine:
     def _ablate_uncached(self, analysis: Analysis, model_name: str, progress) -> Ablation:
         loaded = self.model(model_name)
         ids, next_id = analysis.token_ids.tolist(), analysis.next_token_id
-
-        def run(chunk: list[int]):
-            with self._run_locks[model_name]:
-                outcome = self._ablation_batch(model_name, ids, chunk, next_id)
-            if isinstance(outcome, AttnError):
-                raise outcome
-            return outcome
-
         self.ablation_calls += 1
-        return ablation.ablate(loaded, analysis, progress=progress, run=run)
+        return ablation.ablate(loaded, analysis, progress=progress,
+                               run=lambda chunk: self._call("ablation", model_name, ids, chunk, next_id))
 
     # ---- generation ---------------------------------------------------------------
-    def _generate_outcome(self, model_name: str, prompt: str, encoded, settings: generation.Settings):
-        """The KV-cached loop, where the accelerator is."""
-        return self._as_value("The model failed while generating", model_name,
-                              lambda: generation.decode(self.model(model_name), prompt, encoded, settings))
-
     def generate(
         self, prompt: str, model_name: str, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0
     ) -> Generation:
-        """Cached continuation of `prompt` (attn/generation.py): greedy at temperature 0,
-        else sampled with `seed` (the same seed gives the same tokens). Bad settings or a bad
-        prompt are refused (ViewError, PromptError) before any model call."""
-        key, settings = self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)
-        self._check_prompt(prompt)
-        return self.cache.get_or_compute(key, lambda: self._generate_uncached(model_name, prompt, settings))
+        """Cached continuation of `prompt` (attn/compute/generation.py): greedy at temperature 0,
+        else sampled with `seed` (the same seed gives the same tokens). A bad continuation or a
+        bad prompt is refused (ViewError, PromptError) before any model call."""
+        key, continuation = self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)
+        check_prompt(prompt, self.max_tokens)
+        return self.cache.get_or_compute(key, lambda: self._call(
+            "generate", model_name, prompt, self._encode(model_name, prompt), continuation))
 
     def cached_generation(
         self, prompt: str, model_name: str, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0
     ) -> Generation | None:
-        """The generation if it is cached (for views: never runs the model). Settings that
-        `generate` would refuse raise the same ViewError."""
+        """The generation if it is cached (for views: never runs the model). A continuation
+        that `generate` would refuse raises the same ViewError."""
         return self.cache.get(self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)[0])
 
     def _generation_key(self, prompt, model_name, max_new_tokens, temperature, seed):
         self._check_name(model_name)
-        settings = generation.check_settings(max_new_tokens, temperature, seed)
-        # Greedy settings carry seed None: every seed shares one entry.
-        key = ("generation", model_name, prompt, settings.max_new_tokens, settings.temperature, settings.seed)
-        return key, settings
-
-    def _generate_uncached(self, model_name: str, prompt: str, settings: generation.Settings) -> Generation:
-        tokenizer = self.model(model_name).tokenizer
-        encoded = inference.encode(tokenizer, prompt, self.max_tokens)  # bad input: no model call
-        with self._run_locks[model_name]:
-            self.generate_calls += 1
-            outcome = self._generate(model_name, prompt, encoded, settings)
-        if isinstance(outcome, AttnError):
-            raise outcome
-        return outcome
+        continuation = generation.check_continuation(max_new_tokens, temperature, seed)
+        # Greedy continuations carry seed None: every seed shares one entry.
+        key = ("generation", model_name, prompt, continuation.max_new_tokens, continuation.temperature,
+               continuation.seed)
+        return key, continuation
 
     # ---- comparison ---------------------------------------------------------------
-    def _unembed_outcome(self, model_name: str, hidden, token_ids: list[int]):
-        """Token probabilities from stored final hidden states, where the accelerator is."""
-        return self._as_value("The model failed while comparing", model_name,
-                              lambda: compare.unembed_probs(self.model(model_name), hidden, token_ids))
-
     def compare(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison:
-        """Two prompts side by side (attn/compare.py): both cached analyses, their tokens
+        """Two prompts side by side (attn/compute/compare.py): both cached analyses, their tokens
         aligned, and the probability each gives to the other's next token. Costs the two
         analyses (none if cached) and at most one unembedding, never a third forward pass.
         An error about a prompt says which one ("Prompt B: ...")."""
         self._check_name(model_name)
         prompts = (("A", prompt_a), ("B", prompt_b))
         for label, prompt in prompts:  # both checked before any model load or call
-            _labelled(label, lambda: self._check_prompt(prompt))
-        tokenizer = self.model(model_name).tokenizer
+            _labelled(label, lambda: check_prompt(prompt, self.max_tokens))
         for label, prompt in prompts:
-            _labelled(label, lambda: inference.encode(tokenizer, prompt, self.max_tokens))
+            _labelled(label, lambda: self._encode(model_name, prompt))
         key = ("compare", model_name, prompt_a, prompt_b)
         return self.cache.get_or_compute(key, lambda: self._compare_uncached(prompt_a, prompt_b, model_name))
 
@@ -283,25 +271,8 @@ class Engine:
     def _compare_uncached(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison:
         a = _labelled("A", lambda: self.analyze(prompt_a, model_name))
         b = _labelled("B", lambda: self.analyze(prompt_b, model_name))
-
-        def unembed(hidden, token_ids):
-            with self._run_locks[model_name]:
-                self.unembed_calls += 1
-                outcome = self._unembed(model_name, hidden, token_ids)
-            if isinstance(outcome, AttnError):
-                raise outcome
-            return outcome
-
-        return compare.compare(a, b, unembed=unembed)
-
-    # ---- helpers ------------------------------------------------------------------
-    @staticmethod
-    def _check_prompt(prompt) -> None:
-        """The cheap checks, before waiting on a model load or a forward pass."""
-        if not isinstance(prompt, str):
-            raise PromptError("The prompt must be text.")
-        if not prompt.strip():
-            raise PromptError("The prompt is empty: type some text to analyse.")
+        return compare.compare(a, b, unembed=lambda hidden, token_ids: self._call(
+            "unembed", model_name, hidden, token_ids))
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()

@@ -10,26 +10,26 @@ rounding; tests/test_generation.py checks 1e-5), because the model is causal.
 Why not one teacher-forced pass over the finished sequence after generating: it repeats the
 prompt's pass (as long again at 2048 tokens) to recompute rows the loop already had.
 
-Memory at a 2048-token prompt + 32 steps (Gemma 3 270M, float32, CPU): the result holds
-(32, 18, 4, 2079) float32 = 18.3 MiB of attention (19.3 MiB in all, against 1.5 MiB for an
-analysis); the prefill computes one layer's (4, 2048, 2048) weights at a time (64 MiB, let go
-with the layer) where an analysis keeps all 18 layers' (1.2 GB). Peak RSS of a fresh process,
-two runs: loaded 1.6 GiB; load + generation 2.0 GiB; load + analysis of the same prompt
-3.1 GiB (`python bench/generation.py --memory`).
+Memory at a 2048-token prompt + 32 steps (Gemma 3 270M, float32, CPU): the result's 32 steps
+hold (18, 4, 2048 + k) float32 rows each, 18.0 MiB of attention and as much of value-weighted
+attention (39.4 MiB in all, against 1.5 MiB for an analysis); the prefill computes one layer's
+(4, 2048, 2048) weights at a time (64 MiB, let go with the layer) where an analysis keeps all
+18 layers' (1.2 GB). Peak RSS of a fresh process, two runs: loaded 1.6 GiB; load + generation
+2.0 GiB; load + analysis of the same prompt 3.1 GiB (`python bench/generation.py --memory`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from attn.compute import measures
 from attn.compute.analysis import Analysis, TokenProb, _rounded
-from attn.errors import IntegrityError, ModelUnavailableError, ViewError, echo
-from attn.compute.forward import DEFAULT_MAX_TOKENS, ROW_SUM_TOL, decode_one, encode
+from attn.compute.encode import DEFAULT_MAX_TOKENS, Encoded, decode_one, encode
+from attn.compute.hooks import Capture, Parts, find_parts
+from attn.compute.integrity import check_rows
+from attn.errors import ModelUnavailableError, ViewError, echo
 from attn.model.loading import LoadedModel
 
 GENERATION_SCHEMA = "attn-generation/1"
@@ -40,7 +40,7 @@ TOP_K = 10
 
 
 @dataclass(frozen=True)
-class Settings:
+class Continuation:
     """How to continue: how many tokens, and greedy (temperature 0) or sampled."""
 
     max_new_tokens: int
@@ -52,8 +52,8 @@ class Settings:
         return self.temperature == 0.0
 
 
-def check_settings(max_new_tokens, temperature=0.0, seed=0) -> Settings:
-    """The one rule for valid settings (page, API, CLI). Raises ViewError."""
+def check_continuation(max_new_tokens, temperature=0.0, seed=0) -> Continuation:
+    """The one rule for a valid continuation (page, API, CLI). Raises ViewError."""
     n = _whole(max_new_tokens, "The number of tokens to generate")
     if not 1 <= n <= MAX_NEW_TOKENS:
         raise ViewError(f"The number of tokens to generate must be 1-{MAX_NEW_TOKENS}, not {n}.")
@@ -66,11 +66,11 @@ def check_settings(max_new_tokens, temperature=0.0, seed=0) -> Settings:
             f"Temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, not {echo(temperature)}."
         )
     if t == 0.0:
-        return Settings(n, 0.0, None)  # the seed changes nothing: one cache entry for all seeds
+        return Continuation(n, 0.0, None)  # the seed changes nothing: one cache entry for all seeds
     s = _whole(seed, "The seed")
     if not 0 <= s <= MAX_SEED:
         raise ViewError(f"The seed must be 0-{MAX_SEED}, not {s}.")
-    return Settings(n, t, s)
+    return Continuation(n, t, s)
 
 
 def _whole(value, what: str) -> int:
@@ -85,44 +85,63 @@ def _whole(value, what: str) -> int:
 
 @dataclass(frozen=True)
 class Generation:
-    """A prompt continued for up to max_new_tokens tokens, with each step's attention.
+    """A prompt continued for up to max_new_tokens tokens, each step an Analysis.
 
     Step k predicted generated token k from keys [BOS] + prompt + generated[:k]: the
-    prompt's P tokens and k generated ones. `step_analysis(k)` gives it as an Analysis,
-    so every view draws a step as it draws a typed prompt."""
+    prompt's P tokens and k generated ones. So every view draws a step as it draws a typed
+    prompt; the logit lens, rollout and full matrices are None (they need every position's
+    rows, which the KV-cached loop never computes), value-weighted attention is kept.
 
-    model: str
-    model_source: str
-    dtype: str
-    prompt: str
-    tokens: list[str]  # the prompt's display strings, BOS first: P of them
-    token_ids: np.ndarray  # (P,) int64
-    spans: list[tuple[int, int]]  # character span of each prompt token in `prompt`, as in Analysis
-    generated_ids: np.ndarray  # (N,) int64, N <= max_new_tokens (fewer when EOS came first)
-    generated: list[str]  # (N,) display strings of the generated tokens
+    A step's `prompt` is the prompt followed by the generated display strings, so it names
+    the text, not the generation: two generations (or a typed prompt) with the same text
+    share it, whatever the next token."""
+
+    steps: tuple[Analysis, ...]  # (N,), N <= max_new_tokens (fewer when EOS came first)
     probs: np.ndarray  # (N,) float32: the model's probability (temperature 1) of each chosen token
-    top_k: list[list[TokenProb]]  # (N, TOP_K): the model's most likely tokens at each step (temperature 1)
-    layer_types: list[str]  # "global" | "local", per layer
-    sliding_window: int | None
-    num_heads: int
-    attention: np.ndarray  # (N, layers, heads, P + N - 1) float32: step k's row over its P + k keys, zeros after
-    key_value_norms: np.ndarray | None  # (layers, heads, P + N - 1) float32: ||W_O^h v_j||_2 per key j, unweighted
-    max_new_tokens: int
-    temperature: float  # 0: greedy
-    seed: int | None  # None when greedy
+    continuation: Continuation
     stopped_at_eos: bool  # the last generated token is an end-of-sequence token
 
     @property
-    def num_steps(self) -> int:
-        return len(self.generated)
+    def prompt(self) -> str:
+        return self.steps[0].prompt
 
     @property
-    def num_layers(self) -> int:
-        return len(self.layer_types)
+    def model(self) -> str:
+        return self.steps[0].model
+
+    @property
+    def dtype(self) -> str:
+        return self.steps[0].dtype
+
+    @property
+    def generated(self) -> list[str]:
+        """(N,) display strings of the generated tokens."""
+        return [step.next_token for step in self.steps]
+
+    @property
+    def generated_ids(self) -> np.ndarray:
+        """(N,) int64 ids of the generated tokens."""
+        return np.asarray([step.next_token_id for step in self.steps], dtype=np.int64)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.continuation.max_new_tokens
+
+    @property
+    def temperature(self) -> float:
+        return self.continuation.temperature  # 0: greedy
+
+    @property
+    def seed(self) -> int | None:
+        return self.continuation.seed  # None when greedy
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.steps)
 
     @property
     def num_prompt_tokens(self) -> int:
-        return len(self.tokens)
+        return self.steps[0].num_tokens
 
     @property
     def text(self) -> str:
@@ -131,77 +150,39 @@ class Generation:
 
     @property
     def nbytes(self) -> int:
-        """Approximate memory held, for the engine cache's byte bound."""
-        text = len(self.prompt) * 4 + sum(len(t) * 4 + 64 for t in self.tokens + self.generated)
-        arrays = self.attention.nbytes + self.token_ids.nbytes + self.generated_ids.nbytes + self.probs.nbytes
-        if self.key_value_norms is not None:
-            arrays += self.key_value_norms.nbytes
-        tops = sum(len(t.token) * 4 + 120 for step in self.top_k for t in step)
-        return arrays + text + tops + 96 * len(self.spans) + 1024
+        """Approximate memory held, for the engine cache's byte bound: every step's own
+        arrays, prompt text, token lists and top-k; the token strings and spans they share,
+        once."""
+        last = self.steps[-1]
+        shared = sum(len(t) * 4 + 64 for t in last.tokens) + 96 * len(last.spans)
+        own = 0
+        for step in self.steps:
+            own += step.last_row.nbytes + step.token_ids.nbytes + len(step.prompt) * 4 + 16 * step.num_tokens
+            own += 0 if step.value_norms is None else step.value_norms.nbytes
+            own += sum(len(t.token) * 4 + 120 for t in step.top_k)
+        return shared + own + self.probs.nbytes + 1024
 
-    def step_analysis(self, k: int) -> Analysis:
-        """Step k as an Analysis: tokens [BOS] + prompt + generated[:k], next token
-        generated[k]. No model call; the logit lens, rollout and full matrices are None
-        (they need every position's rows), value-weighted attention is kept.
-
-        Its `prompt` is the prompt followed by the generated display strings, so it names
-        the text, not the generation: two generations (or a typed prompt) with the same
-        text share it, whatever the next token."""
-        k = self._check_step(k)
-        n_keys = self.num_prompt_tokens + k
-        chosen = int(self.generated_ids[k])
-        top = list(self.top_k[k])
-        if all(t.id != chosen for t in top):  # a sampled token outside the top TOP_K
-            top.append(TokenProb(self.generated[k], chosen, float(self.probs[k])))
-        spans, end = list(self.spans), len(self.prompt)
-        for piece in self.generated[:k]:
-            spans.append((end, end + len(piece)))
-            end += len(piece)
-        last_row = np.ascontiguousarray(self.attention[k, :, :, :n_keys])
-        value_norms = None
-        if self.key_value_norms is not None:
-            value_norms = np.ascontiguousarray(last_row * self.key_value_norms[:, :, :n_keys], dtype=np.float32)
-        return Analysis(
-            model=self.model,
-            model_source=self.model_source,
-            dtype=self.dtype,
-            prompt=self.prompt + "".join(self.generated[:k]),
-            tokens=self.tokens + self.generated[:k],
-            token_ids=np.concatenate([self.token_ids, self.generated_ids[:k]]).astype(np.int64),
-            spans=spans,
-            next_token=self.generated[k],
-            next_token_id=chosen,
-            top_k=top,
-            layer_types=list(self.layer_types),
-            sliding_window=self.sliding_window,
-            num_heads=self.num_heads,
-            last_row=last_row,
-            full=None,
-            value_norms=value_norms,
-            generated_from=self.num_prompt_tokens,
-        )
-
-    def _check_step(self, k) -> int:
+    def step_analysis(self, k) -> Analysis:
+        """Step k: tokens [BOS] + prompt + generated[:k], next token generated[k]. No model call."""
         step = _whole(k, "The step")
         if not 0 <= step < self.num_steps:
             raise ViewError(f"Step {step} is out of range: this generation has steps 0-{self.num_steps - 1}.")
-        return step
+        return self.steps[step]
 
     def to_json(self, digits: int = 6) -> dict:
         """What /generate returns (see README): step k's attention is [layer][head][key]
         over keys <BOS> + prompt + generated[:k]."""
-        p = self.num_prompt_tokens
         return {
             "schema": GENERATION_SCHEMA,
             "model": self.model,
             "prompt": self.prompt,
-            "generated_ids": [int(i) for i in self.generated_ids],
-            "generated": list(self.generated),
+            "generated_ids": [int(step.next_token_id) for step in self.steps],
+            "generated": self.generated,
             "steps": [
-                {"token": self.generated[k], "id": int(self.generated_ids[k]),
+                {"token": step.next_token, "id": int(step.next_token_id),
                  "prob": round(float(self.probs[k]), digits),
-                 "attention": _rounded(self.attention[k, :, :, :p + k], digits)}
-                for k in range(self.num_steps)
+                 "attention": _rounded(step.last_row, digits)}
+                for k, step in enumerate(self.steps)
             ],
         }
 
@@ -215,50 +196,48 @@ def generate(
     *,
     max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> Generation:
-    """Encode, check the settings, continue. Returns CPU numpy only (safe to pickle)."""
-    settings = check_settings(max_new_tokens, temperature, seed)
-    return decode(loaded, prompt, encode(loaded.tokenizer, prompt, max_tokens), settings)
+    """Check the continuation, encode, continue. Returns CPU numpy only (safe to pickle)."""
+    continuation = check_continuation(max_new_tokens, temperature, seed)
+    return decode(loaded, prompt, encode(loaded.tokenizer, prompt, max_tokens), continuation)
 
 
-def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Generation:
-    """The KV-cached loop, for an already validated `encode()` result and settings."""
+def decode(loaded: LoadedModel, prompt: str, encoded: Encoded, continuation: Continuation) -> Generation:
+    """The KV-cached loop, for an already validated `encode()` result and continuation."""
     import torch
 
-    ids, tokens, spans = encoded
-    parts = measures.find_parts(loaded.model)
-    modules = attention_modules(loaded)
-    n_prompt, steps = len(ids), settings.max_new_tokens
+    ids = encoded[0]
+    parts = _parts_with_attention(loaded)
+    n_prompt, steps = len(ids), continuation.max_new_tokens
     width = n_prompt + steps - 1  # the last step's keys; the last token is never fed back
     device = loaded.device
-    attention = torch.zeros((steps, len(modules), loaded.num_heads, width), dtype=torch.float32, device=device)
-    rows = _RowCapture(modules)
-    values = measures.Capture(parts) if parts is not None and parts.value_out is not None else None
-    norms = None if values is None else torch.zeros(
-        (len(modules), loaded.num_heads, width), dtype=torch.float32, device=device)
+    attention = torch.zeros((steps, loaded.num_layers, loaded.num_heads, width), dtype=torch.float32, device=device)
+    capture = Capture(parts, value_norms=True, rows=True)
+    norms = None if parts.value_out is None else torch.zeros(
+        (loaded.num_layers, loaded.num_heads, width), dtype=torch.float32, device=device)
     sampler = None
-    if not settings.greedy:
+    if not continuation.greedy:
         sampler = torch.Generator(device=device)
-        sampler.manual_seed(settings.seed)
+        sampler.manual_seed(continuation.seed)
     stop_ids = eos_ids(loaded)
     chosen: list[int] = []
     chosen_p, top_p, top_i = [], [], []
     step_input = torch.tensor([ids], device=device)
     cache = None
-    with torch.inference_mode(), rows, values or contextlib.nullcontext():
+    with torch.inference_mode(), capture:
         for k in range(steps):
             n_keys = n_prompt + k
-            rows.target, rows.n_keys = attention[k], n_keys
+            capture.rows_into(attention[k], n_keys)
             out = _step(loaded.model, step_input, cache)
             cache = out.cache
-            if values is not None:  # the keys this pass added: the prompt's, then one a step
-                new = torch.stack([values.value_norms[i] for i in range(len(modules))])  # (L, H, fed)
+            if norms is not None:  # the keys this pass added: the prompt's, then one a step
+                new = torch.stack([capture.value_norms[i] for i in range(loaded.num_layers)])  # (L, H, fed)
                 norms[:, :, n_keys - new.shape[-1]:n_keys] = new.float()
             logits = out.logits[0, -1].float()
             p = torch.softmax(logits, dim=-1)
             if sampler is None:
                 next_id = int(torch.argmax(logits))
             else:
-                sample_p = torch.softmax(logits / settings.temperature, dim=-1)
+                sample_p = torch.softmax(logits / continuation.temperature, dim=-1)
                 next_id = int(torch.multinomial(sample_p, 1, generator=sampler))
             top = torch.topk(p, k=min(TOP_K, p.numel()))
             chosen.append(next_id)
@@ -271,7 +250,8 @@ def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Gen
         del out, cache
         n = len(chosen)
         attention = attention[:n, :, :, :n_prompt + n - 1]
-        check_rows(attention, n_prompt, rows, loaded)
+        check_rows(attention, n_prompt, capture.keys_seen, capture.missing,
+                   loaded.layer_types, loaded.sliding_window, loaded.dtype)
         attention_np = np.ascontiguousarray(attention.cpu().numpy(), dtype=np.float32)
         norms_np = None if norms is None else np.ascontiguousarray(
             norms[:, :, :n_prompt + n - 1].cpu().numpy(), dtype=np.float32)
@@ -279,29 +259,58 @@ def decode(loaded: LoadedModel, prompt: str, encoded, settings: Settings) -> Gen
         top_p = torch.stack(top_p).tolist()
         top_i = torch.stack(top_i).tolist()
     tok = loaded.tokenizer
+    tops = [[TokenProb(decode_one(tok, int(i)), int(i), float(q)) for q, i in zip(ps, is_)]
+            for ps, is_ in zip(top_p, top_i)]
     return Generation(
-        model=loaded.name,
-        model_source=loaded.source,
-        dtype=loaded.dtype,
-        prompt=prompt,
-        tokens=list(tokens),
-        token_ids=np.asarray(ids, dtype=np.int64),
-        spans=list(spans),
-        generated_ids=np.asarray(chosen, dtype=np.int64),
-        generated=[decode_one(tok, i) for i in chosen],
+        steps=_step_analyses(loaded, prompt, encoded, chosen, probs, tops, attention_np, norms_np),
         probs=probs,
-        top_k=[[TokenProb(decode_one(tok, int(i)), int(i), float(q)) for q, i in zip(ps, is_)]
-               for ps, is_ in zip(top_p, top_i)],
-        layer_types=list(loaded.layer_types),
-        sliding_window=loaded.sliding_window,
-        num_heads=loaded.num_heads,
-        attention=attention_np,
-        key_value_norms=norms_np,
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        seed=settings.seed,
+        continuation=continuation,
         stopped_at_eos=chosen[-1] in stop_ids,
     )
+
+
+def _step_analyses(loaded: LoadedModel, prompt: str, encoded: Encoded, chosen: list[int], probs: np.ndarray,
+           tops: list[list[TokenProb]], attention: np.ndarray, norms: np.ndarray | None) -> tuple[Analysis, ...]:
+    """Step k as an Analysis, from the loop's (N, layers, heads, P + N - 1) rows (zeros after
+    step k's P + k keys) and the (layers, heads, P + N - 1) per-key value norms."""
+    ids, tokens, spans = encoded
+    n_prompt = len(ids)
+    token_ids = np.asarray(ids, dtype=np.int64)
+    generated_ids = np.asarray(chosen, dtype=np.int64)
+    generated = [decode_one(loaded.tokenizer, i) for i in chosen]
+    steps, spans, end = [], list(spans), len(prompt)
+    for k, next_id in enumerate(chosen):
+        if k:  # the token generated by the step before joins the text
+            spans = spans + [(end, end + len(generated[k - 1]))]
+            end += len(generated[k - 1])
+        top = list(tops[k])
+        if all(t.id != next_id for t in top):  # a sampled token outside the top TOP_K
+            top.append(TokenProb(generated[k], next_id, float(probs[k])))
+        n_keys = n_prompt + k
+        last_row = np.ascontiguousarray(attention[k, :, :, :n_keys])
+        value_norms = None
+        if norms is not None:
+            value_norms = np.ascontiguousarray(last_row * norms[:, :, :n_keys], dtype=np.float32)
+        steps.append(Analysis(
+            model=loaded.name,
+            model_source=loaded.source,
+            dtype=loaded.dtype,
+            prompt=prompt + "".join(generated[:k]),
+            tokens=list(tokens) + generated[:k],
+            token_ids=np.concatenate([token_ids, generated_ids[:k]]).astype(np.int64),
+            spans=spans,
+            next_token=generated[k],
+            next_token_id=next_id,
+            top_k=top,
+            layer_types=list(loaded.layer_types),
+            sliding_window=loaded.sliding_window,
+            num_heads=loaded.num_heads,
+            last_row=last_row,
+            full=None,
+            value_norms=value_norms,
+            generated_from=n_prompt,
+        ))
+    return tuple(steps)
 
 
 def _step(model, input_ids, cache):
@@ -326,87 +335,12 @@ def eos_ids(loaded: LoadedModel) -> set[int]:
     return found
 
 
-def attention_modules(loaded: LoadedModel) -> list:
-    """Each decoder layer's attention module (the one that returns the weights)."""
-    parts = measures.find_parts(loaded.model)
-    modules = [] if parts is None else [
-        getattr(layer, "self_attn", None) or getattr(layer, "attn", None) for layer in parts.layers
-    ]
-    if not modules or any(m is None for m in modules) or len(modules) != loaded.num_layers:
+def _parts_with_attention(loaded: LoadedModel) -> Parts:
+    """The model's parts, with each decoder layer's attention module (the one that returns
+    the weights) found. Raises ModelUnavailableError."""
+    parts = find_parts(loaded.model)
+    if parts is None or parts.attention is None or len(parts.attention) != loaded.num_layers:
         raise ModelUnavailableError(
             f"Model {loaded.name!r} does not expose its attention modules, so its generation steps cannot be read."
         )
-    return modules
-
-
-class _RowCapture:
-    """Forward hooks on the attention modules: the last query's weights, (heads, keys),
-    copied right-aligned into `target[layer, :, :n_keys]` (a local layer's cache holds only
-    its window, its last keys). The layer's full weights are let go as soon as it returns."""
-
-    def __init__(self, modules: list):
-        self.modules = modules
-        self.target = None  # (layers, heads, width) tensor of the step being run
-        self.n_keys = 0
-        self.lengths: dict[int, list[int]] = {}  # keys each layer returned, per step
-        self.missing: set[int] = set()
-        self._handles: list = []
-
-    def __enter__(self) -> "_RowCapture":
-        for i, module in enumerate(self.modules):
-            self._handles.append(module.register_forward_hook(self._keep(i)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _keep(self, i: int):
-        def hook(module, args, out):
-            weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
-            if weights is None or weights.dim() != 4:
-                self.missing.add(i)
-                return
-            row = weights[0, :, -1, :]  # (H, K)
-            keys = row.shape[-1]
-            self.lengths.setdefault(i, []).append(keys)
-            if keys <= self.n_keys:
-                self.target[i, :, self.n_keys - keys:self.n_keys] = row
-
-        return hook
-
-
-def check_rows(attention, n_prompt: int, rows: _RowCapture, loaded: LoadedModel) -> None:
-    """Every step's rows are softmax rows over exactly its keys; global layers saw every
-    key, local ones none beyond their window. Any breach: nothing is shown."""
-    import torch
-
-    if rows.missing:
-        raise IntegrityError(f"Layer {min(rows.missing)}: no attention weights came back during generation.")
-    for layer, lengths in sorted(rows.lengths.items()):
-        for k, keys in enumerate(lengths):
-            if keys > n_prompt + k or (loaded.layer_types[layer] == "global" and keys != n_prompt + k):
-                raise IntegrityError(
-                    f"Layer {layer}, step {k}: attention over {keys} keys, expected {n_prompt + k}."
-                )
-    steps, _, _, width = attention.shape
-    sums = attention.sum(dim=-1)  # (steps, L, H); NaN or infinity anywhere shows here
-    checks = [(~torch.isfinite(sums)).any().float(), (sums - 1).abs().max()]
-    window = loaded.sliding_window
-    local = [i for i, t in enumerate(loaded.layer_types) if t == "local"]
-    if window and local:
-        # Step k's query sits at position n_prompt + k - 1: keys j <= that - window are out of sight.
-        j = torch.arange(width, device=attention.device)
-        q = n_prompt - 1 + torch.arange(steps, device=attention.device)
-        beyond = j[None, :] <= (q[:, None] - window)  # (steps, width)
-        checks.append((attention[:, local] * beyond[:, None, None, :]).abs().amax())
-    values = torch.stack(checks).tolist()
-    nonfinite, err = values[0], values[1]
-    if nonfinite:
-        raise IntegrityError("Generation: attention contains NaN or infinity.")
-    tol = ROW_SUM_TOL.get(loaded.dtype, 1e-3)
-    if not err <= tol:
-        raise IntegrityError(f"Generation: attention rows sum to 1 ± {err:.2e} (tolerance {tol}).")
-    if len(values) > 2 and values[2] > 0:
-        raise IntegrityError(f"Generation: a local layer attends beyond its {window}-token window.")
+    return parts

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from attn.errors import ViewError, echo
-from attn.compute.generation import check_settings
+from attn.compute.generation import check_continuation
 from attn.model.registry import ModelSpec
 from attn.views.view import View, check_bos, check_head, check_layer, check_measure, nearest_layer, parse_head
 
@@ -85,7 +85,7 @@ def read_link(
     generate = (1, 0.0, 0)
     if "continue" in query:
         try:
-            settings = check_settings(query.get("continue"), query.get("temperature", 0), query.get("seed", 0))
+            settings = check_continuation(query.get("continue"), query.get("temperature", 0), query.get("seed", 0))
             generate = (settings.max_new_tokens, settings.temperature, settings.seed or 0)
         except ViewError as exc:
             notes.append(f"{exc} Predicting one token.")
