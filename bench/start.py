@@ -11,7 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from app_server import launch
+from bench.launch import launch
 from bench.children import run_child
 from bench.common import BUNDLED, FIRST_LAUNCH_ANSWER_S, START_FIRST_ANSWER_S, Report, fmt_s, log, med, now
 from bench.prompts import ARTIST
