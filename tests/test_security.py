@@ -270,20 +270,23 @@ def test_the_app_is_never_shared_publicly():
         assert_keyword_only_false(source, "share", path)
 
 
-# app.py's __main__ block with no server, no model load and no thread kept: its Blocks and queue.
+# app.py's main() with no server, no model load and no thread kept: its Blocks and queue.
 QUEUE_PROBE = """
-import json, os, runpy
+import json, os
 import gradio as gr
+import app
 from attn.compute.engine import Engine
 
-gr.Blocks.launch = lambda self, *args, **kwargs: None
+launched = []
+gr.Blocks.launch = lambda self, *args, **kwargs: launched.append(self)
 gr.Blocks.block_thread = lambda self: None
 Engine.preload = lambda self, *args, **kwargs: None
 out = {}
 for size in (None, "5"):
     if size:
         os.environ["ATTN_QUEUE_SIZE"] = size
-    demo = runpy.run_path("app.py", run_name="__main__")["demo"]
+    app.main()
+    demo = launched[-1]
     out[size or "default"] = {
         "max_size": demo._queue.max_size,
         "default_concurrency_limit": demo._queue.default_concurrency_limit,
