@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.common import ANALYSIS_RATIO, BUNDLED, MEAN, Report, fmt_s, med, now
-from bench.inprocess import bare_forward, settle, timed_render
+from bench.inprocess import bare_forward, settle, shown_analysis, timed_render
 from bench.prompts import ARTIST, PRESET_LAYER, n_tokens
 from bench.start import client
 
@@ -11,16 +11,16 @@ from bench.start import client
 def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
     from attn.compute.encode import encode
 
-    app_mod, loaded, app = ctx["app_mod"], ctx["loaded"], ctx["app"]
+    page, loaded, app = ctx["page"], ctx["loaded"], ctx["app"]
     c = client(app.url)
     base = n_tokens(loaded.tokenizer, ARTIST)
     # Warm-up (not counted): fonts, first client call, first kernels.
     p = next(ctx["variants"])
     c.predict(p, BUNDLED, api_name="/analyze")
     q = next(ctx["variants"])
-    app_mod.analyze(q, BUNDLED)
-    timed_render(app_mod, app_mod.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
-    settle(app_mod, app_mod.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
+    page.engine.analyze(q, BUNDLED)
+    timed_render(page, page.engine.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
+    settle(page, page.engine.analyze(q, BUNDLED), PRESET_LAYER, MEAN, "gray")
     bare_forward(loaded, encode(loaded.tokenizer, ARTIST)[0])
 
     s = {"bare_s": [], "api_s": [], "inproc_analysis_s": [], "inproc_views_s": [], "inproc_total_s": []}
@@ -39,14 +39,14 @@ def phase_analysis(rep: Report, ctx: dict, reps: int) -> None:
 
         def do_inproc():
             t = now()
-            a = app_mod.analyze(p_in, BUNDLED)
+            a = page.engine.analyze(p_in, BUNDLED)
             t1 = now()
-            app_mod.on_view({"model": BUNDLED, "prompt": p_in}, 0, PRESET_LAYER, MEAN, "gray", False, "raw", False)
+            page.handlers.on_view(shown_analysis(a), 0, PRESET_LAYER, MEAN, "gray", False, "raw", False)
             t2 = now()
             s["inproc_analysis_s"].append(t1 - t)
             s["inproc_views_s"].append(t2 - t1)
             s["inproc_total_s"].append(t2 - t)
-            settle(app_mod, a, PRESET_LAYER, MEAN, "gray")  # let the prefetch finish before the next step
+            settle(page, a, PRESET_LAYER, MEAN, "gray")  # let the prefetch finish before the next step
 
         steps = [do_bare, do_api, do_inproc]
         for step in steps[i % 3:] + steps[: i % 3]:  # rotate the order against drift

@@ -13,11 +13,11 @@ interleaved with it where possible, and each figure is a median over repeats.
    --full adds the first-ever launch on a fresh ATTN_CACHE_DIR (target: first /analyze
    answered <= 30 s) and the conversion against transformers' GGUF loader.
 2. Analysis: /analyze through gradio_client (a new prompt each repeat, one word varied
-   at the same token count, so no cache answers) and, in this process, app.analyze
-   + app.on_view, each against a bare `model(input_ids, output_attentions=True)` on
+   at the same token count, so no cache answers) and, in this process, the engine's analyze
+   + the page's on_view, each against a bare `model(input_ids, output_attentions=True)` on
    the same token ids, run back to back in rotating order (target <= 1.5x; the verdict
    is the median of the per-repeat ratios).
-3. Switching layer / head / BOS mode: app.on_view on a cached analysis at 37 and
+3. Switching layer / head / BOS mode: the page's on_view on a cached analysis at 37 and
    ~1000 tokens: first view, layer switch cold (no wait), layer switch once prefetched,
    head switch, BOS switch (target <= 5% of the in-process analysis of the same prompt,
    timed in the same repeat, and < 100 ms). Between steps the benchmark waits for the
@@ -183,19 +183,19 @@ def main(argv=None) -> int:
             phase_start(rep, ctx, cfg["launches"])
         except Exception as exc:
             rep.error("1 start", exc)
-        phase_mark("import app in-process (loads the model here)")
+        phase_mark("the page in-process: app.create_page (loads the model here)")
         try:
             import_app(rep, ctx)
         except Exception as exc:  # phases 2, 3 and 5 need it; 4 runs its subprocesses anyway
             rep.error("import app", exc)
         meta["torch_threads"] = rep.raw.get("torch_threads", "?")
-        if "app" not in ctx and "app_mod" in ctx:  # the start phase failed: still get a server for 2 and 5
+        if "app" not in ctx and "page" in ctx:  # the start phase failed: still get a server for 2 and 5
             try:
                 res = measure_launch(ctx["apps"], tmp)
                 ctx["app"] = res.pop("app")
             except Exception as exc:
                 rep.error("2/5 server", exc)
-        if "app" in ctx and "app_mod" in ctx:
+        if "app" in ctx and "page" in ctx:
             for name, fn in (("2 analysis", lambda: phase_analysis(rep, ctx, cfg["analysis_reps"])),
                              ("5 concurrency", lambda: phase_concurrency(rep, ctx, cfg["conc_rounds"]))):
                 phase_mark(name)
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
                     rep.error(name, exc)
         if "app" in ctx:
             ctx["app"].stop()  # the rest runs in this process and in children: keep the CPU quiet
-        if "app_mod" in ctx:
+        if "page" in ctx:
             phase_mark("3 switching")
             try:
                 phase_switching(rep, ctx, cfg["switch_sizes"], cfg["switch_reps"])

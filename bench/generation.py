@@ -81,14 +81,14 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
 
     # Compare as the page runs it: Analyze (both analyses, the cross probabilities), then the
     # views it draws (stacked diagrams and difference strip, both highlighted prompts and heatmaps).
-    app_mod = ctx["app_mod"]
-    engine = app_mod.ENGINE
+    page = ctx["page"]
+    engine = page.engine
     variants = ctx.get("variants") or artist_variants(loaded.tokenizer)
 
     def page_compare(a: str, b: str) -> None:
-        key = app_mod.on_analyze(a, BUNDLED, COMPARE_LAYER, HEAD, None, True, b)[0]
-        out = app_mod.on_view(key, 0, COMPARE_LAYER, HEAD, "gray", False, "raw", False)
-        assert key.get("compare") == b and "<img" in out[0], "the comparison drew no figure"
+        shown = page.handlers.on_analyze(a, BUNDLED, COMPARE_LAYER, HEAD, None, True, b)[page.ui.shown]
+        out = page.handlers.on_view(shown, 0, COMPARE_LAYER, HEAD, "gray", False, "raw", False)
+        assert shown.subject.compare == b and "<img" in out[page.ui.figure], "the comparison drew no figure"
 
     page_compare(next(variants), next(variants))  # warm-up
     unembeds0 = engine.unembed_calls

@@ -1,4 +1,5 @@
-"""In-process helpers (app imported here): the bare forward pass, the view-switch timings."""
+"""In-process helpers (the page built here by app.create_page): the bare forward pass, the
+view-switch timings."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def bare_forward(loaded, ids) -> float:
     return dt
 
 
-def view_keys(app_mod, analysis, layer: int, head: str, bos: str, every_likely: bool = False,
+def view_keys(page, analysis, layer: int, head: str, bos: str, every_likely: bool = False,
               measure: str = "raw") -> list:
     """Keys of this view at every layer; with `every_likely`, of every view the
     prefetcher draws after this one (attn.views.view_cache.likely_next)."""
@@ -32,23 +33,23 @@ def view_keys(app_mod, analysis, layer: int, head: str, bos: str, every_likely: 
     view = check_view(analysis, View(layer=layer, head=parse_head(head), bos=bos, show_all=False, measure=measure))
     views = [view, *likely_next(analysis, view)] if every_likely else [
         replace(view, layer=i) for i in range(analysis.num_layers)]
-    return [app_mod.VIEWS._key(analysis, v) for v in views]
+    return [page.views._key(analysis, v) for v in views]
 
 
-def prefetched(app_mod, analysis, layer, head, bos) -> int:
-    cache = app_mod.VIEWS.cache
-    return sum(k in cache for k in view_keys(app_mod, analysis, layer, head, bos))
+def prefetched(page, analysis, layer, head, bos) -> int:
+    cache = page.views.cache
+    return sum(k in cache for k in view_keys(page, analysis, layer, head, bos))
 
 
-def settle(app_mod, analysis, layer, head, bos, timeout: float = 60, measure: str = "raw") -> bool:
+def settle(page, analysis, layer, head, bos, timeout: float = 60, measure: str = "raw") -> bool:
     """Wait until the background prefetch drew every view it draws after this one (so it
     stops competing for the CPU with the next measurement)."""
-    if not app_mod.VIEWS.prefetch_enabled:
+    if not page.views.prefetch_enabled:
         return True
-    keys = view_keys(app_mod, analysis, layer, head, bos, every_likely=True, measure=measure)
+    keys = view_keys(page, analysis, layer, head, bos, every_likely=True, measure=measure)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        cache = app_mod.VIEWS.cache
+        cache = page.views.cache
         if all(k in cache for k in keys):
             time.sleep(0.02)
             return True
@@ -58,29 +59,35 @@ def settle(app_mod, analysis, layer, head, bos, timeout: float = 60, measure: st
     return False
 
 
-def reset_figures(app_mod) -> None:
+def reset_figures(page) -> None:
     from attn.compute.cache import ByteLRU
 
-    figs = app_mod.VIEWS
+    figs = page.views
     figs.cache = ByteLRU(figs.cache.max_bytes, size_of=len)
 
 
-def timed_render(app_mod, analysis, layer, head, bos, measure: str = "raw") -> float:
-    key = {"model": analysis.model, "prompt": analysis.prompt}
-    return timed_view(app_mod, key, 0, layer, head, bos, measure)
+def shown_analysis(analysis):
+    """What the page holds in a visitor's session after analysing one prompt."""
+    from attn.web.subject import Shown, Subject
+
+    return Shown(Subject(analysis.model, analysis.prompt), analysis=analysis)
 
 
-def timed_view(app_mod, key: dict, step: int, layer, head, bos, measure: str = "raw", words: bool = False) -> float:
-    """One app.on_view call, as a control change makes it."""
+def timed_render(page, analysis, layer, head, bos, measure: str = "raw") -> float:
+    return timed_view(page, shown_analysis(analysis), 0, layer, head, bos, measure)
+
+
+def timed_view(page, shown, step: int, layer, head, bos, measure: str = "raw", words: bool = False) -> float:
+    """One on_view call, as a control change makes it."""
     t = now()
-    out = app_mod.on_view(key, step, layer, head, bos, False, measure, words)
+    out = page.handlers.on_view(shown, step, layer, head, bos, False, measure, words)
     dt = now() - t
-    assert isinstance(out, tuple) and len(out) == 9 and "<img" in out[0], "on_view gave no figure"
+    assert "<img" in out.get(page.ui.figure, ""), "on_view gave no figure"
     return dt
 
 
-def view_switches(app_mod, analysis, reps: int, dwell: float = 3.0, analyze=None) -> dict:
-    """on_view timings on an analysis in the engine's cache. With `analyze`, each
+def view_switches(page, analysis, reps: int, dwell: float = 3.0, analyze=None) -> dict:
+    """on_view timings on an analysis (also put in the engine's cache). With `analyze`, each
     repeat first times a fresh analysis of the same prompt (side by side with its views)
     and caches it in the engine, as the app would."""
     s: dict[str, list] = {k: [] for k in ("analysis_s", "first_view", "layer_cold", "layer_warm", "layer_prefetched",
@@ -88,42 +95,42 @@ def view_switches(app_mod, analysis, reps: int, dwell: float = 3.0, analyze=None
                                           "prefetched_at_dwell", "mode_cold")}
     for rep in range(reps):
         if rep:
-            settle(app_mod, analysis, l2, "Head 1", "hide")  # the last view drawn below
+            settle(page, analysis, l2, "Head 1", "hide")  # the last view drawn below
         if analyze is not None:
             t = now()
             analysis = analyze()
             s["analysis_s"].append(now() - t)
-            app_mod.ENGINE.cache.put((analysis.model, analysis.prompt), analysis)
+            page.engine.cache.put((analysis.model, analysis.prompt), analysis)
         l0 = min(PRESET_LAYER, analysis.num_layers - 3)
         l1, l2 = l0 + 1, l0 + 2
-        reset_figures(app_mod)
+        reset_figures(page)
         t_start = now()
-        s["first_view"].append(timed_render(app_mod, analysis, l0, MEAN, "gray"))
-        s["layer_cold"].append(timed_render(app_mod, analysis, l1, MEAN, "gray"))  # no wait
+        s["first_view"].append(timed_render(page, analysis, l0, MEAN, "gray"))
+        s["layer_cold"].append(timed_render(page, analysis, l1, MEAN, "gray"))  # no wait
         time.sleep(max(0.0, dwell - (now() - t_start)))
-        s["prefetched_at_dwell"].append(prefetched(app_mod, analysis, l1, MEAN, "gray"))
-        s["layer_warm"].append(timed_render(app_mod, analysis, l2, MEAN, "gray"))
-        settle(app_mod, analysis, l2, MEAN, "gray")
+        s["prefetched_at_dwell"].append(prefetched(page, analysis, l1, MEAN, "gray"))
+        s["layer_warm"].append(timed_render(page, analysis, l2, MEAN, "gray"))
+        settle(page, analysis, l2, MEAN, "gray")
         # Control: the view on screen again (a cache hit, no drawing) after the same idle.
         # This VM makes the first request after an idle second cost ~3-13 ms, whatever it does.
         time.sleep(dwell)
-        s["idle_control"].append(timed_render(app_mod, analysis, l2, MEAN, "gray"))
-        settle(app_mod, analysis, l2, MEAN, "gray")
-        s["layer_prefetched"].append(timed_render(app_mod, analysis, l0, MEAN, "gray"))  # awake: right after
-        settle(app_mod, analysis, l0, MEAN, "gray")
-        timed_render(app_mod, analysis, l2, MEAN, "gray")
-        settle(app_mod, analysis, l2, MEAN, "gray")
-        s["head_switch"].append(timed_render(app_mod, analysis, l2, MAX, "gray"))
-        settle(app_mod, analysis, l2, MAX, "gray")
-        s["bos_switch"].append(timed_render(app_mod, analysis, l2, MAX, "hide"))
-        settle(app_mod, analysis, l2, MAX, "hide")
-        s["bos_back_cached"].append(timed_render(app_mod, analysis, l2, MAX, "gray"))
-        settle(app_mod, analysis, l2, MAX, "gray")
+        s["idle_control"].append(timed_render(page, analysis, l2, MEAN, "gray"))
+        settle(page, analysis, l2, MEAN, "gray")
+        s["layer_prefetched"].append(timed_render(page, analysis, l0, MEAN, "gray"))  # awake: right after
+        settle(page, analysis, l0, MEAN, "gray")
+        timed_render(page, analysis, l2, MEAN, "gray")
+        settle(page, analysis, l2, MEAN, "gray")
+        s["head_switch"].append(timed_render(page, analysis, l2, MAX, "gray"))
+        settle(page, analysis, l2, MAX, "gray")
+        s["bos_switch"].append(timed_render(page, analysis, l2, MAX, "hide"))
+        settle(page, analysis, l2, MAX, "hide")
+        s["bos_back_cached"].append(timed_render(page, analysis, l2, MAX, "gray"))
+        settle(page, analysis, l2, MAX, "gray")
         # A head switch before the prefetcher reached it: one full drawing.
-        reset_figures(app_mod)
-        timed_render(app_mod, analysis, l2, MAX, "hide")
-        s["mode_cold"].append(timed_render(app_mod, analysis, l2, "Head 1", "hide"))
-    settle(app_mod, analysis, l2, "Head 1", "hide")
+        reset_figures(page)
+        timed_render(page, analysis, l2, MAX, "hide")
+        s["mode_cold"].append(timed_render(page, analysis, l2, "Head 1", "hide"))
+    settle(page, analysis, l2, "Head 1", "hide")
     return s
 
 
@@ -187,13 +194,15 @@ def import_app(rep: Report, ctx: dict) -> None:
     for name in APP_ENV_DROP:
         os.environ.pop(name, None)
     t = now()
-    import app as app_mod  # builds the Blocks and starts loading the default model
+    import app
+    from attn.settings import Settings
 
+    page = app.create_page(Settings.from_env())  # the Blocks, the engine and the view cache
     t_import = now() - t
-    loaded = app_mod.ENGINE.model(BUNDLED)  # the engine's loader is attn.model.loading.load
+    loaded = page.engine.model(BUNDLED)  # the engine's loader is attn.model.loading.load
     rep.raw["inprocess.import_app_s"] = t_import
     rep.raw["inprocess.import_and_load_s"] = now() - t
-    ctx["app_mod"], ctx["loaded"] = app_mod, loaded
+    ctx["page"], ctx["loaded"] = page, loaded
     ctx["variants"] = artist_variants(loaded.tokenizer)
     import torch
 

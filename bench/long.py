@@ -34,14 +34,14 @@ def phase_long(rep: Report, ctx: dict, sizes: list[int], long_size: int, long_re
         rep.check("4 long prompts", f"{r['tokens']} tokens: bytes per cached analysis (Analysis.nbytes)",
                   fmt_mb(r["nbytes"]), f"{r['nbytes']:,} B; full matrices kept: {r['full_matrices']}", None)
     # The views at the long size, on the analysis the child computed (no forward pass here).
-    app_mod = ctx.get("app_mod")
-    if app_mod is None:
+    page = ctx.get("page")
+    if page is None:
         return
     with open(tmp / f"analysis-{long_size}.pkl", "rb") as f:
         analysis = pickle.load(f)
-    app_mod.ENGINE.cache.put((analysis.model, analysis.prompt), analysis)
-    assert app_mod.ENGINE.cached(analysis.prompt, analysis.model) is not None, "analysis did not fit the cache"
-    s = view_switches(app_mod, analysis, view_reps)
+    page.engine.cache.put((analysis.model, analysis.prompt), analysis)
+    assert page.engine.cached(analysis.prompt, analysis.model) is not None, "analysis did not fit the cache"
+    s = view_switches(page, analysis, view_reps)
     rep.raw[f"long.views.{analysis.num_tokens}"] = s
     rep.raw[f"long.views.{analysis.num_tokens}.components_s"] = view_components(analysis)
     report_switches(rep, "4 long prompts", f"views at {analysis.num_tokens} tokens", s, an,

@@ -15,8 +15,8 @@ def phase_measures(rep: Report, ctx: dict, reps: int) -> None:
     from attn import Engine
     from attn.compute import forward as inference
 
-    app_mod, loaded = ctx["app_mod"], ctx["loaded"]
-    engine = app_mod.ENGINE
+    page, loaded = ctx["page"], ctx["loaded"]
+    engine = page.engine
     analysis = engine.analyze(ARTIST, BUNDLED)
     ids = analysis.token_ids.tolist()
     deletions = analysis.num_tokens - 1
@@ -50,14 +50,14 @@ def phase_measures(rep: Report, ctx: dict, reps: int) -> None:
         t = now()
         inference.analyze(loaded, ARTIST)
         analysis_s.append(now() - t)
-        reset_figures(app_mod)  # cold: nothing of the new measure drawn ahead
-        timed_render(app_mod, analysis, layer, MEAN, "gray")
-        settle(app_mod, analysis, layer, MEAN, "gray")
-        reset_figures(app_mod)
+        reset_figures(page)  # cold: nothing of the new measure drawn ahead
+        timed_render(page, analysis, layer, MEAN, "gray")
+        settle(page, analysis, layer, MEAN, "gray")
+        reset_figures(page)
         for measure in ("value", "rollout", "raw"):
-            switches[measure].append(timed_render(app_mod, analysis, layer, MEAN, "gray", measure))
-            settle(app_mod, analysis, layer, MEAN, "gray", measure=measure)
-            reset_figures(app_mod)
+            switches[measure].append(timed_render(page, analysis, layer, MEAN, "gray", measure))
+            settle(page, analysis, layer, MEAN, "gray", measure=measure)
+            reset_figures(page)
     rep.raw["measures.switch_s"], rep.raw["measures.analysis_s"] = switches, analysis_s
     a = med(analysis_s)
     for measure, what in (("value", "raw -> value-weighted"), ("rollout", "value-weighted -> rollout"),

@@ -11,7 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from app_server import launch
+from bench.launch import launch
 from bench.children import run_child
 from bench.common import BUNDLED, FIRST_LAUNCH_ANSWER_S, START_FIRST_ANSWER_S, Report, fmt_s, log, med, now
 from bench.prompts import ARTIST
@@ -61,8 +61,9 @@ def measure_launch(apps: list, log_dir: Path, cache_dir: str | None = None, read
 
 def phase_start(rep: Report, ctx: dict, launches: int) -> None:
     from attn.model import bundled
+    from attn.settings import Settings
 
-    target = bundled.checkpoint_dir()
+    target = bundled.checkpoint_dir(Settings.from_env().cache_dir)  # the cache app.py will use
     t = now()
     problem = bundled.verify(target) if target.is_dir() else "not converted yet"
     rep.raw["start.cache_dir"] = str(target)

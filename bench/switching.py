@@ -10,7 +10,7 @@ from bench.prompts import ARTIST, n_tokens, sized_prompt
 def phase_switching(rep: Report, ctx: dict, sizes: list[int], reps: dict) -> None:
     from attn.compute import forward as inference
 
-    app_mod, loaded = ctx["app_mod"], ctx["loaded"]
+    page, loaded = ctx["page"], ctx["loaded"]
     for size in sizes:
         prompt = ARTIST if size == n_tokens(loaded.tokenizer, ARTIST) else sized_prompt(loaded.tokenizer, size)
         tokens = n_tokens(loaded.tokenizer, prompt)
@@ -18,9 +18,9 @@ def phase_switching(rep: Report, ctx: dict, sizes: list[int], reps: dict) -> Non
         log(f"switching views at {label}")
         # The in-process analysis of the same prompt (uncached), once per repeat, right
         # before that repeat's views; each result goes into the engine's cache.
-        s = view_switches(app_mod, None, reps[size],
+        s = view_switches(page, None, reps[size],
                           analyze=lambda: inference.analyze(loaded, prompt, max_tokens=max(4096, tokens)))
-        analysis = app_mod.ENGINE.cached(prompt, BUNDLED)
+        analysis = page.engine.cached(prompt, BUNDLED)
         rep.raw[f"switch.{tokens}"] = s
         rep.raw[f"switch.{tokens}.components_s"] = view_components(analysis)
         rep.raw[f"nbytes.{tokens}"] = analysis.nbytes
@@ -33,25 +33,24 @@ def phase_step_and_compare(rep: Report, ctx: dict, reps: int) -> None:
     one in-process analysis of the artist passage (targets <= 5% and < 100 ms)."""
     from attn.compute import forward as inference
 
+    from attn.web.subject import Shown, Subject
     from bench.inprocess import reset_figures, timed_view
 
-    app_mod, loaded = ctx["app_mod"], ctx["loaded"]
-    engine = app_mod.ENGINE
+    page, loaded = ctx["page"], ctx["loaded"]
+    engine = page.engine
     other = ARTIST.replace(" blue ", " red ")  # one word changed
-    engine.generate(ARTIST, BUNDLED, 16)
-    engine.compare(ARTIST, other, BUNDLED)
-    gen_key = {"model": BUNDLED, "prompt": ARTIST, "compare": "", "generate": [16, 0.0, 0]}
-    cmp_key = {"model": BUNDLED, "prompt": ARTIST, "compare": other, "generate": None}
+    gen_key = Shown(Subject(BUNDLED, ARTIST, generate=(16, 0.0, 0)), generation=engine.generate(ARTIST, BUNDLED, 16))
+    cmp_key = Shown(Subject(BUNDLED, ARTIST, compare=other), comparison=engine.compare(ARTIST, other, BUNDLED))
     analysis_s, steps, sides = [], [], []
     for i in range(reps):
         t = now()
         inference.analyze(loaded, ARTIST)
         analysis_s.append(now() - t)
-        reset_figures(app_mod)
-        timed_view(app_mod, gen_key, i % 8, 12, "Mean over heads", "gray")
-        steps.append(timed_view(app_mod, gen_key, i % 8 + 1, 12, "Mean over heads", "gray"))
-        timed_view(app_mod, cmp_key, 0, 12, "Mean over heads", "gray")
-        sides.append(timed_view(app_mod, cmp_key, 0, 11 - i % 3, "Mean over heads", "gray"))
+        reset_figures(page)
+        timed_view(page, gen_key, i % 8, 12, "Mean over heads", "gray")
+        steps.append(timed_view(page, gen_key, i % 8 + 1, 12, "Mean over heads", "gray"))
+        timed_view(page, cmp_key, 0, 12, "Mean over heads", "gray")
+        sides.append(timed_view(page, cmp_key, 0, 11 - i % 3, "Mean over heads", "gray"))
     rep.raw["switch.step_s"], rep.raw["switch.compare_s"], rep.raw["switch.step_analysis_s"] = steps, sides, analysis_s
     a = med(analysis_s)
     for what, xs in (("continuation of 16 tokens: step switch", steps),

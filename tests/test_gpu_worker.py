@@ -10,10 +10,9 @@ swallowed fails in this test rather than on the Space.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import pickle
-import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ import attn.compute.forward
 from attn.errors import AnalysisFailedError, IntegrityError
 from attn.model.registry import BUNDLED
 
-from helpers import HUNGRY, THIRSTY, engine_with
+from helpers import HUNGRY, SETTINGS, THIRSTY, engine_with
 
 CALL_TIMEOUT_S = 120
 
@@ -149,22 +148,20 @@ def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeyp
     assert gpu.calls == 1 and len(engine.cache) == 0
 
 
-@pytest.mark.slow  # imports app.py afresh (Gradio builds the page) and forks a worker
+@pytest.mark.slow  # builds the page (Gradio) and forks a worker
 def test_the_app_sends_every_analysis_through_the_gpu_decorator_and_counts_it(monkeypatch):
-    """app.py hands spaces.GPU to its engine; /stats counts what the worker ran."""
+    """create_app hands spaces.GPU to its engine; /stats counts what the worker ran."""
     import spaces
+
+    import app
 
     gpu = ForkedWorker()
     monkeypatch.setattr(spaces, "GPU", lambda **kwargs: gpu)
-    monkeypatch.setenv("ATTN_DEVICE", "cpu")
-    monkeypatch.setenv("ATTN_PREFETCH", "0")
-    sys.modules.pop("app", None)
-    app = importlib.import_module("app")
+    demo = app.create_app(replace(SETTINGS, device="cpu", prefetch=False))
     try:
-        first = app.api_analyze(THIRSTY, BUNDLED)
-        again = app.api_analyze(THIRSTY, BUNDLED)
+        first = demo(THIRSTY, BUNDLED, api_name="analyze")
+        again = demo(THIRSTY, BUNDLED, api_name="analyze")
         assert first == again and first["next_token"] == " water"
-        assert app.api_stats()["forward_calls"] == gpu.calls == 1
+        assert demo(api_name="stats")["forward_calls"] == gpu.calls == 1
     finally:
         gpu.close()
-        sys.modules.pop("app", None)

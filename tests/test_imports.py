@@ -1,8 +1,9 @@
-"""Imports run one way: the engine never imports the UI, and the HTML views never pay for
-matplotlib (only the line diagram draws with it); the tests and the benchmark both use
-app_server/ and attn/, the tests may import bench/, but neither bench/ nor app_server/
-imports the tests, and no test edits sys.path (pyproject.toml's pythonpath puts the
-repository root on it)."""
+"""Imports run one way: only the web page (attn/web/) and the entry point (app.py) import
+gradio or spaces, the engine never imports the UI, and the HTML views never pay for
+matplotlib (only the line diagram draws with it); no module but attn/settings.py reads the
+environment; `import app` starts nothing. The tests may import bench/ (tests/app_server.py
+builds on bench/launch.py), but bench/ never imports the tests, and no test edits sys.path
+(pyproject.toml's pythonpath puts the repository root on it)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_MODULES = {p.stem for p in (ROOT / "tests").glob("*.py")} | {"tests"}
+UI_PACKAGES = {"gradio", "spaces"}
+# Every .py of the product: outside tests/ and bench/ (and hidden or virtual-env folders).
+PRODUCT = sorted(p for p in ROOT.rglob("*.py")
+                 if not {"tests", "bench"} & set(p.relative_to(ROOT).parts)
+                 and not any(part.startswith(".") or part in ("venv", "site-packages")
+                             for part in p.relative_to(ROOT).parts))
 
 
 def imported_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return {name.split(".")[0] for name in out.stdout.split()}
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
 
 
 @pytest.mark.parametrize("module", ["attn.views.highlight", "attn.views.heatmap", "attn.views.summary", "attn.views.labels", "attn.views.view",
@@ -34,6 +45,16 @@ def test_the_engine_never_imports_the_ui():
     assert "gradio" not in loaded and "app" not in loaded and "spaces" not in loaded
 
 
+def test_importing_the_entry_point_imports_no_ui_and_starts_nothing():
+    """app.py's main starts the bundled model's conversion before gradio's import: so
+    gradio is imported inside its functions, and importing it builds nothing."""
+    code = ("import sys, threading, psutil; before = threading.active_count(); import app; "
+            "print(sorted(m for m in ('gradio', 'spaces') if m in sys.modules), threading.active_count() - before, "
+            "len(psutil.Process().children()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[] 0 0"  # no UI, no thread, no process
+
+
 def imported(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -44,9 +65,36 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.py")) + sorted((ROOT / "app_server").glob("*.py")),
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_bench_and_the_launcher_never_import_the_tests(path):
+@pytest.mark.parametrize("path", PRODUCT, ids=relative)
+def test_only_the_web_page_and_the_entry_point_import_gradio_or_spaces(path):
+    if relative(path) == "app.py" or relative(path).startswith("attn/web/"):
+        return
+    assert not imported(path) & UI_PACKAGES, relative(path)
+
+
+def reads_environment(path: Path) -> list[int]:
+    """Lines that touch the process environment: os.environ, os.getenv, os.putenv, os.unsetenv
+    (as attributes of os, or imported from it)."""
+    names = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in names and isinstance(node.value, ast.Name):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" and {a.name for a in node.names} & names:
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", PRODUCT, ids=relative)
+def test_no_module_but_the_settings_reads_the_environment(path):
+    if relative(path) == "attn/settings.py":
+        assert reads_environment(path)  # the one place: Settings.from_env
+        return
+    assert reads_environment(path) == [], relative(path)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.py")), ids=lambda p: f"bench/{p.name}")
+def test_bench_never_imports_the_tests(path):
     assert not imported(path) & TEST_MODULES, path
 
 

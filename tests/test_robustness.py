@@ -3,7 +3,7 @@ a valid analysis, the server keeps serving, and nothing a user typed becomes mar
 
 Three layers, cheapest first:
 - the engine and every renderer in-process (the real bundled Gemma 3 270M);
-- the public API through gradio_client against the real app (app_server/);
+- the public API through gradio_client against the real app (tests/app_server.py);
 - a few representative cases in a real browser (Playwright + Debian chromium; skipped
   without chromium unless ATTN_REQUIRE_BROWSER=1, as in tests/test_browser.py).
 

@@ -30,7 +30,7 @@ from helpers import SETTINGS, THIRSTY, engine_with
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SOURCES = sorted((ROOT / "attn").glob("*.py")) + [ROOT / "app.py"]
+SOURCES = sorted((ROOT / "attn").rglob("*.py")) + [ROOT / "app.py"]
 HOSTILE_NAMES = [
     "gpt2", "../../etc/passwd", "/tmp/x", "google/gemma-3-1b-pt", "gemma-3-270m/../gemma-3-1b",
     "./gemma-3-270m", "GEMMA-3-270M", " gemma-3-270m", "gemma-3-270m\x00", "~/.cache/attn-demo",
@@ -224,36 +224,29 @@ def test_an_app_with_a_token_never_shows_it(tmp_path):
     from gradio_client import Client
 
     token = f"hf_attnAppSecret{uuid.uuid4().hex}"
-    port = app_server.free_port()
-    env = app_server.child_env(port)
-    env.update(HF_TOKEN=token, ATTN_PREFETCH="0")
-    log_path = tmp_path / "app.log"
-    with open(log_path, "w", encoding="utf-8") as log_file:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env=env,
-                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
-        server = app_server.AppServer(port=port, proc=proc, log_path=log_path)
-        try:
-            server.wait_http()
-            deadline = time.monotonic() + 120
-            while server.stats()["models"]["gemma-3-1b"] not in ("error", "ready"):
-                assert time.monotonic() < deadline and server.alive(), server.log_tail()
-                time.sleep(0.3)
-            stats = server.stats()
-            assert stats["models"]["gemma-3-1b"] == "error"  # offline: cannot fetch the gated model
-            client = Client(server.url, verbose=False)
-            with pytest.raises(Exception) as info:
-                client.predict("Hello", "gemma-3-1b", api_name="/analyze")
-            reason = str(info.value)
-            assert "could not be loaded from google/gemma-3-1b-pt" in reason
-            result = client.predict(THIRSTY, BUNDLED, api_name="/analyze")
-            assert result["next_token"] == " water"
-            page = urllib.request.urlopen(server.url, timeout=30).read().decode("utf-8", "replace")
-            config = urllib.request.urlopen(server.url + "config", timeout=30).read().decode("utf-8", "replace")
-            for text in (json.dumps(stats), reason, json.dumps(result), page, config):
-                assert token not in text
-        finally:
-            server.stop()
-    log = log_path.read_text(encoding="utf-8", errors="replace")
+    server = app_server.launch(tmp_path, env={"HF_TOKEN": token, "ATTN_PREFETCH": "0"})
+    try:
+        server.wait_http(timeout=app_server.HTTP_TIMEOUT_S)
+        deadline = time.monotonic() + 120
+        while server.stats()["models"]["gemma-3-1b"] not in ("error", "ready"):
+            assert time.monotonic() < deadline and server.alive(), server.log_tail()
+            time.sleep(0.3)
+        stats = server.stats()
+        assert stats["models"]["gemma-3-1b"] == "error"  # offline: cannot fetch the gated model
+        client = Client(server.url, verbose=False)
+        with pytest.raises(Exception) as info:
+            client.predict("Hello", "gemma-3-1b", api_name="/analyze")
+        reason = str(info.value)
+        assert "could not be loaded from google/gemma-3-1b-pt" in reason
+        result = client.predict(THIRSTY, BUNDLED, api_name="/analyze")
+        assert result["next_token"] == " water"
+        page = urllib.request.urlopen(server.url, timeout=30).read().decode("utf-8", "replace")
+        config = urllib.request.urlopen(server.url + "config", timeout=30).read().decode("utf-8", "replace")
+        for text in (json.dumps(stats), reason, json.dumps(result), page, config):
+            assert token not in text
+    finally:
+        server.stop()
+    log = server.log_path.read_text(encoding="utf-8", errors="replace")
     assert "gemma-3-1b" in log  # the failure was logged ...
     assert token not in log  # ... without the token
 
@@ -277,20 +270,23 @@ def test_the_app_is_never_shared_publicly():
         assert_keyword_only_false(source, "share", path)
 
 
-# app.py's __main__ block with no server, no model load and no thread kept: its Blocks and queue.
+# app.py's main() with no server, no model load and no thread kept: its Blocks and queue.
 QUEUE_PROBE = """
-import json, os, runpy
+import json, os
 import gradio as gr
+import app
 from attn.compute.engine import Engine
 
-gr.Blocks.launch = lambda self, *args, **kwargs: None
+launched = []
+gr.Blocks.launch = lambda self, *args, **kwargs: launched.append(self)
 gr.Blocks.block_thread = lambda self: None
 Engine.preload = lambda self, *args, **kwargs: None
 out = {}
 for size in (None, "5"):
     if size:
         os.environ["ATTN_QUEUE_SIZE"] = size
-    demo = runpy.run_path("app.py", run_name="__main__")["demo"]
+    app.main()
+    demo = launched[-1]
     out[size or "default"] = {
         "max_size": demo._queue.max_size,
         "default_concurrency_limit": demo._queue.default_concurrency_limit,

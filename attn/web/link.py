@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from attn.errors import ViewError, echo
 from attn.compute.generation import check_continuation
+from attn.errors import ViewError, echo
 from attn.model.registry import ModelSpec
 from attn.views.view import View, check_bos, check_head, check_layer, check_measure, nearest_layer, parse_head
 

@@ -1,0 +1,75 @@
+"""The page: the Blocks, its events wired to the handlers, and the API.
+
+`build` takes a ready engine and view cache, so a test builds the page around an engine of
+its own; app.py's create_app builds them from the Settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from attn.compute.engine import Engine
+from attn.settings import Settings
+from attn.views.view_cache import ViewCache
+from attn.web.api import Api
+from attn.web.handlers import Handlers, model_status
+from attn.web.layout import COPY_JS, Ui, lay_out
+
+
+@dataclass(frozen=True)
+class Page:
+    """The built page and what drives it in process (tests, the benchmark)."""
+
+    blocks: gr.Blocks
+    ui: Ui
+    handlers: Handlers
+    api: Api
+    engine: Engine
+    views: ViewCache
+
+
+def build(settings: Settings, engine: Engine, views: ViewCache, examples: list[dict]) -> Page:
+    # Downloads are copied into Gradio's cache: every 30 min, drop those older than an hour.
+    with gr.Blocks(title="Attention explorer", delete_cache=(1800, 3600)) as blocks:
+        ui = lay_out(settings, examples, status=model_status(engine, settings.default_model))
+        handlers = Handlers(ui, engine, views, settings, examples)
+        wire(blocks, ui, handlers)
+        api = Api(engine, settings)
+        api.register()
+    blocks.queue(max_size=settings.queue_size, default_concurrency_limit=2)  # more waiting are refused
+    return Page(blocks=blocks, ui=ui, handlers=handlers, api=api, engine=engine, views=views)
+
+
+def wire(blocks: gr.Blocks, ui: Ui, on: Handlers) -> None:
+    """The events, inside the open gr.Blocks."""
+    # Progress shows where the result will appear, never over the controls (which are
+    # outputs only to be sized to the model) nor over the status.
+    analyzing = dict(api_visibility="private", concurrency_limit=2, show_progress_on=[ui.summary, ui.figure])
+    quiet = dict(api_visibility="private", queue=False, show_progress="hidden")
+
+    def then_view(event):
+        return event.then(on.on_view, ui.view_inputs, ui.view_outputs, **quiet)
+
+    then_view(gr.on([ui.analyze_btn.click, ui.prompt.submit], on.on_analyze, ui.analysis_inputs, ui.analysis_outputs,
+                    **analyzing))
+    for i, button in enumerate(ui.preset_buttons):
+        then_view(
+            button.click(on.preset(i), [ui.model], [ui.prompt, ui.layer, ui.look_for], **quiet)
+            .then(on.on_analyze, ui.analysis_inputs, ui.analysis_outputs, **analyzing)
+        )
+    gr.on([ui.layer.change, ui.head.change, ui.bos.change, ui.show_all.change, ui.measure.change,
+           ui.by_words.change, ui.step.change], on.on_view, ui.view_inputs, ui.view_outputs, **quiet)
+    ui.compare_on.change(lambda checked: gr.update(visible=checked), [ui.compare_on], [ui.prompt_b], **quiet)
+    then_view(ui.ablate_btn.click(on.on_ablate, [ui.shown], [ui.ablation], api_visibility="private",
+                                  concurrency_limit=1, show_progress_on=[ui.ablation]))
+    ui.model.change(on.model_status, [ui.model], [ui.status], **quiet)
+    ui.export_btn.click(on.on_export, ui.view_inputs, [ui.exported], api_visibility="private", concurrency_limit=2,
+                        show_progress_on=[ui.exported])
+    ui.copy_btn.click(None, [ui.link_query], [ui.link], js=COPY_JS, api_visibility="private")
+
+    # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
+    # No progress: the page is usable while this waits (behind a model load, say).
+    load = blocks.load(on.on_load, None, ui.link_outputs, api_visibility="private", show_progress="hidden")
+    then_view(load.then(on.on_load_analyze, [ui.autorun, *ui.analysis_inputs], ui.analysis_outputs, **analyzing))
