@@ -12,12 +12,12 @@ from attn.errors import (
     UnknownModelError,
     ViewError,
 )
-from attn.model.registry import BUNDLED, REGISTRY
 from attn.model.loading import LoadedModel
+from attn.model.registry import BUNDLED, REGISTRY
 from attn.views.view import BOS_MODES, View
 
 __all__ = [
-    "SCHEMA", "Ablation", "Analysis", "Deletion", "LensLayer", "TokenProb", "Engine", "AnalysisFailedError", "AttnError", "IntegrityError",
-    "ModelUnavailableError", "PromptError", "UnknownModelError", "ViewError",
-    "BUNDLED", "REGISTRY", "LoadedModel", "BOS_MODES", "View",
+    "SCHEMA", "Ablation", "Analysis", "Deletion", "LensLayer", "TokenProb", "Engine",
+    "AnalysisFailedError", "AttnError", "IntegrityError", "ModelUnavailableError", "PromptError",
+    "UnknownModelError", "ViewError", "BUNDLED", "REGISTRY", "LoadedModel", "BOS_MODES", "View",
 ]

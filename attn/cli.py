@@ -9,11 +9,11 @@ import logging
 import sys
 from dataclasses import replace
 
-from attn.model import registry as models
 from attn.compute.engine import Engine
-from attn.errors import AttnError
-from attn.settings import Settings
 from attn.compute.generation import check_continuation
+from attn.errors import AttnError
+from attn.model import registry as models
+from attn.settings import Settings
 from attn.views.labels import head_label, visible
 from attn.views.view import View, check_view, row, strongest
 

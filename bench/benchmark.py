@@ -65,16 +65,16 @@ from pathlib import Path
 if not __package__:  # run as `python bench/benchmark.py`: import from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import LOADAVG, ROOT, SECRET_ENV, Report, log, now, phase_mark, quiet_env  # noqa: E402
-from bench.inprocess import import_app  # noqa: E402
-from bench.children import child_main, gguf_child_main  # noqa: E402
-from bench.start import measure_launch, phase_full, phase_start  # noqa: E402
-from bench.analysis import phase_analysis  # noqa: E402
-from bench.switching import phase_step_and_compare, phase_switching  # noqa: E402
-from bench.long import phase_long  # noqa: E402
-from bench.concurrency import phase_concurrency  # noqa: E402
-from bench.measures import phase_measures  # noqa: E402
-from bench.generation import phase_generation  # noqa: E402
+from bench.analysis import phase_analysis
+from bench.children import child_main, gguf_child_main
+from bench.common import LOADAVG, ROOT, SECRET_ENV, Report, log, now, phase_mark, quiet_env
+from bench.concurrency import phase_concurrency
+from bench.generation import phase_generation
+from bench.inprocess import import_app
+from bench.long import phase_long
+from bench.measures import phase_measures
+from bench.start import measure_launch, phase_full, phase_start
+from bench.switching import phase_step_and_compare, phase_switching
 
 
 def _jsonable(x):
@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="fewer repeats, one launch, 1024 instead of 2048 tokens, no 37/512 subprocesses (~2 min)")
-    ap.add_argument("--full", action="store_true", help="also the conversion vs transformers' GGUF loader and the first-ever launch (slow)")
+    ap.add_argument("--full", action="store_true",
+                    help="also the conversion vs transformers' GGUF loader and the first-ever launch (slow)")
     ap.add_argument("--out", help="write the markdown report here")
     ap.add_argument("--json", help="write rows and raw numbers as JSON here")
     ap.add_argument("--child-size", type=int, help=argparse.SUPPRESS)

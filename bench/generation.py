@@ -28,11 +28,21 @@ import numpy as np
 if not __package__:  # run as `python bench/generation.py`: import from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.common import (  # noqa: E402
-    BUNDLED, COMPARE_RATIO, GENERATE_RATIO, ROOT, Report, fmt_mb, fmt_s, med, now, peak_rss, quiet_env,
+from bench.common import (
+    BUNDLED,
+    COMPARE_RATIO,
+    GENERATE_RATIO,
+    ROOT,
+    Report,
+    fmt_mb,
+    fmt_s,
+    med,
+    now,
+    peak_rss,
+    quiet_env,
 )
-from bench.inprocess import bare_forward  # noqa: E402
-from bench.prompts import ARTIST, artist_variants, sized_prompt  # noqa: E402
+from bench.inprocess import bare_forward
+from bench.prompts import ARTIST, artist_variants, sized_prompt
 
 GENERATE_TOKENS = 16
 COMPARE_LAYER, HEAD = 5, "Mean over heads"  # the view a comparison opens on (a global layer)
@@ -146,8 +156,8 @@ def phase_generation(rep: Report, ctx: dict, reps: int) -> None:
 def memory_child(kind: str) -> None:
     """Runs in a fresh process: load, then one generation or one analysis at 2048 tokens."""
     os.environ.setdefault("ATTN_DEVICE", "cpu")
-    from attn.compute import generation
     from attn.compute import forward as inference
+    from attn.compute import generation
     from attn.compute.encode import encode
     from attn.model import loading as models
     from attn.settings import Settings

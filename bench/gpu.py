@@ -33,7 +33,7 @@ from pathlib import Path
 if not __package__:  # run as `python bench/gpu.py`: import from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.prompts import ARTIST, n_tokens, sized_prompt  # noqa: E402
+from bench.prompts import ARTIST, n_tokens, sized_prompt
 
 MODEL = "gemma-3-1b"
 # google/gemma-3-1b-pt's config.json: the shapes that decide the cost.
@@ -158,8 +158,9 @@ def main() -> int:
         results["build_s"] = now() - t
         spec = replace(registry.REGISTRY[MODEL], hf_id=ckpt)
         # cache_bytes=1 caches nothing: every analyze() is a forward pass.
-        engine = Engine(loader=lambda name, progress: models.load_spec(spec, Settings.from_env(), progress), model_names=[MODEL],
-                        cache_bytes=1)
+        settings = Settings.from_env()
+        engine = Engine(loader=lambda name, progress: models.load_spec(spec, settings, progress),
+                        model_names=[MODEL], cache_bytes=1)
         t = now()
         loaded = engine.model(MODEL)
         sync()
@@ -171,7 +172,8 @@ def main() -> int:
         model = loaded.model
         results["params"] = sum(p.numel() for p in model.parameters())
         assert args.tiny or results["params"] == GEMMA_3_1B_PARAMS, results["params"]
-        print(f"built in {results['build_s']:.1f} s, loaded in {results['load_s']:.1f} s as {loaded.dtype} on {loaded.device}")
+        print(f"built in {results['build_s']:.1f} s, loaded in {results['load_s']:.1f} s "
+              f"as {loaded.dtype} on {loaded.device}")
 
         first = True
         for size in sizes:
@@ -193,9 +195,12 @@ def main() -> int:
                 row["bare_s"] = statistics.median(timed(bare, repeats))
                 with torch.inference_mode():
                     atts = model(ids, output_attentions=True, logits_to_keep=1).attentions
-                check = lambda: check_integrity(atts, loaded.layer_types, loaded.sliding_window, loaded.dtype)  # noqa: E731
+
+                def check(atts=atts):
+                    check_integrity(atts, loaded.layer_types, loaded.sliding_window, loaded.dtype)
+
                 row["integrity_check_s"] = statistics.median(timed(check, repeats))
-                del atts
+                del atts, check
                 model.set_attn_implementation("sdpa")
 
                 def sdpa():

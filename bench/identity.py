@@ -33,7 +33,12 @@ from pathlib import Path
 
 M = "gemma-3-270m"
 SKIP = {"__type__": "update"}  # what gr.skip() returns
-NOP = lambda *a, **k: None  # noqa: E731 - a progress bar that shows nothing
+
+
+def NOP(*args, **kwargs) -> None:
+    """A progress bar that shows nothing."""
+
+
 VIEWS = [  # (name, layer or None for the preset's, head, bos, show_all, measure, words)
     ("preset", None, "Mean over heads", "gray", False, "raw", False),
     ("layer0", 0, "Mean over heads", "gray", False, "raw", False),

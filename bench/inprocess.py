@@ -93,9 +93,10 @@ def view_switches(page, analysis, reps: int, dwell: float = 3.0, analyze=None) -
     s: dict[str, list] = {k: [] for k in ("analysis_s", "first_view", "layer_cold", "layer_warm", "layer_prefetched",
                                           "idle_control", "head_switch", "bos_switch", "bos_back_cached",
                                           "prefetched_at_dwell", "mode_cold")}
+    last_drawn = None  # (layer, head, bos) of the last view a repeat drew
     for rep in range(reps):
-        if rep:
-            settle(page, analysis, l2, "Head 1", "hide")  # the last view drawn below
+        if last_drawn is not None:
+            settle(page, analysis, *last_drawn)
         if analyze is not None:
             t = now()
             analysis = analyze()
@@ -130,7 +131,9 @@ def view_switches(page, analysis, reps: int, dwell: float = 3.0, analyze=None) -
         reset_figures(page)
         timed_render(page, analysis, l2, MAX, "hide")
         s["mode_cold"].append(timed_render(page, analysis, l2, "Head 1", "hide"))
-    settle(page, analysis, l2, "Head 1", "hide")
+        last_drawn = (l2, "Head 1", "hide")
+    if last_drawn is not None:
+        settle(page, analysis, *last_drawn)
     return s
 
 

@@ -10,7 +10,6 @@ from itertools import cycle, islice
 
 from bench.common import BUNDLED, ROOT
 
-
 EXAMPLES = json.loads((ROOT / "examples.json").read_text(encoding="utf-8"))
 ARTIST = next(e["prompt"] for e in EXAMPLES if e["name"] == "Artist passage")
 PRESET_LAYER = next(e["layer"][BUNDLED] for e in EXAMPLES if e["name"] == "Artist passage")
@@ -34,7 +33,10 @@ def sized_prompt(tokenizer, target: int) -> str:
     """The artist passage repeated, cut at a word so that [BOS] + prompt is at most
     `target` tokens (as close as the word boundaries allow)."""
     words = ARTIST.split(" ")
-    text = lambda k: " ".join(islice(cycle(words), k))  # noqa: E731
+
+    def text(k: int) -> str:
+        return " ".join(islice(cycle(words), k))
+
     lo, hi = 1, target  # each word is at least one token
     while lo < hi:
         mid = (lo + hi + 1) // 2

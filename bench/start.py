@@ -11,9 +11,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.launch import launch
 from bench.children import run_child
 from bench.common import BUNDLED, FIRST_LAUNCH_ANSWER_S, START_FIRST_ANSWER_S, Report, fmt_s, log, med, now
+from bench.launch import launch
 from bench.prompts import ARTIST
 
 

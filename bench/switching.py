@@ -32,7 +32,6 @@ def phase_step_and_compare(rep: Report, ctx: dict, reps: int) -> None:
     (layer) of a comparison of two artist variants, each cold (nothing drawn ahead), against
     one in-process analysis of the artist passage (targets <= 5% and < 100 ms)."""
     from attn.compute import forward as inference
-
     from attn.web.subject import Shown, Subject
     from bench.inprocess import reset_figures, timed_view
 

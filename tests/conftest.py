@@ -16,12 +16,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+
+import attn.model.loading
+import attn.model.registry
+from attn.model.loading import LoadedModel
+from helpers import CACHE_DIR, SETTINGS, THIRSTY
 
 ROOT = Path(__file__).resolve().parents[1]  # on sys.path through pyproject.toml's pythonpath
 
-os.environ.setdefault("ATTN_CACHE_DIR", str(Path("~/.cache/attn-demo").expanduser()))
-
-import torch  # noqa: E402
+# The app subprocesses the tests start find the converted model where this process does.
+os.environ.setdefault("ATTN_CACHE_DIR", str(CACHE_DIR))
 
 # One torch thread for the models run in this process (subprocesses such as app.py keep their
 # defaults). The tests' forward passes are small, tens of tokens: on a 2-core machine a second
@@ -31,9 +36,6 @@ import torch  # noqa: E402
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
 
-import attn.model.loading  # noqa: E402
-from attn.model.loading import LoadedModel  # noqa: E402
-from helpers import SETTINGS, THIRSTY  # noqa: E402, F401 - `from conftest import THIRSTY` still works
 
 # 50 x 12 tokens + BOS = 601 tokens: longer than Gemma 3's 512-token sliding window.
 LONG_PROMPT = " ".join(["The cat sat on the mat and looked at the bird."] * 50)

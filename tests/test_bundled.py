@@ -25,9 +25,9 @@ import pytest
 
 import attn.model.bundled as ckpt
 import attn.model.loading as models
+from attn.compute.forward import analyze
 from attn.model.registry import BUNDLED
 from attn.settings import Settings
-from attn.compute.forward import analyze
 from conftest import ROOT
 from helpers import CACHE_DIR, SETTINGS, FakeConversion, wait_until
 

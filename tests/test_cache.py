@@ -81,7 +81,11 @@ def test_the_bound_must_be_positive():
 def test_get_or_compute_computes_once_then_serves_the_cache():
     cache = sized_cache(100)
     calls = []
-    compute = lambda: calls.append(1) or b"value"  # noqa: E731
+
+    def compute() -> bytes:
+        calls.append(1)
+        return b"value"
+
     assert cache.get_or_compute("k", compute) == b"value"
     assert cache.get_or_compute("k", compute) == b"value"
     assert len(calls) == 1

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from test_gpu_worker import ForkedWorker
 
 from attn.compute import compare
 from attn.compute.compare import align, unembed_probs
@@ -17,9 +18,7 @@ from attn.compute.encode import encode
 from attn.compute.forward import analyze
 from attn.errors import PromptError
 from attn.model.registry import BUNDLED
-
 from helpers import HUNGRY, THIRSTY, engine_with
-from test_gpu_worker import ForkedWorker
 
 
 def next_token_probs(loaded, prompt: str) -> torch.Tensor:

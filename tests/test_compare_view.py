@@ -18,16 +18,15 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
 from attn.compute.analysis import Analysis
+from attn.compute.forward import analyze
 from attn.views.alignment import aligned_weights
 from attn.views.compare_diagram import compare_html, compare_svg
 from attn.views.compare_difference import CELL_PX, cross_html, difference_html
-from attn.compute.forward import analyze
 from attn.views.labels import visible
 from attn.views.palette import CHANGED
 from attn.views.view import View, row
-from helpers import THIRSTY, audit_html, made_up
-
 from conftest import ROOT
+from helpers import THIRSTY, audit_html, made_up
 
 HUNGRY = "Jide was hungry so she went looking for"
 HOSTILE = "Jide was <img src=x onerror=alert(1)> so she went looking for"
@@ -252,7 +251,8 @@ def test_a_token_one_prompt_lacks_counts_0_there(hungry, thirsty):
 
 def test_the_strip_is_the_aligned_weights_difference_at_every_view(hungry, thirsty):
     alignment = align(hungry, thirsty)
-    for view in (View(layer=3, head="max"), View(layer=7, bos="exclude", measure="value"), View(layer=0, measure="rollout")):
+    views = (View(layer=3, head="max"), View(layer=7, bos="exclude", measure="value"), View(layer=0, measure="rollout"))
+    for view in views:
         wa, wb = aligned_weights(hungry, thirsty, alignment, view)
         deltas = [delta for _, delta, _ in cells(difference_html(hungry, thirsty, alignment, view))]
         assert deltas == pytest.approx(wb - wa, abs=1e-6)

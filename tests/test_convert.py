@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import attn.model.bundled as ckpt
-from attn.model import gguf as convert
 from attn.compute.forward import analyze
+from attn.model import gguf as convert
 from attn.model.loading import LoadedModel
 from helpers import PRESETS
 

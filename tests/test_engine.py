@@ -13,7 +13,6 @@ from attn.model.registry import BUNDLED
 from helpers import THIRSTY, engine_with
 
 
-
 class CountingLoader:
     """A loader that hands out a ready LoadedModel and counts how often it was asked."""
 

@@ -15,13 +15,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from attn.views import export
 from attn.compute.analysis import SCHEMA
-from attn.views.diagram import diagram_title, line_diagram
 from attn.compute.forward import analyze
+from attn.views import export
+from attn.views.diagram import diagram_title, line_diagram
 from attn.views.view import View, row
-
-from conftest import THIRSTY
+from helpers import THIRSTY
 
 VIEWS = [
     View(layer=12),

@@ -13,15 +13,14 @@ import pytest
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
+from attn.compute.forward import analyze
 from attn.views.diagram import line_diagram, line_diagram_html, line_svg
 from attn.views.drawing import to_svg
-from attn.views.layout import LEGIBLE_PT
-from attn.compute.forward import analyze
 from attn.views.labels import visible
+from attn.views.layout import LEGIBLE_PT
 from attn.views.view import View
-from helpers import made_up
-
 from conftest import ROOT
+from helpers import made_up
 
 ARTIST = json.loads((ROOT / "examples.json").read_text(encoding="utf-8"))[2]["prompt"]
 
@@ -125,8 +124,8 @@ def test_labels_written_directly_are_the_bytes_matplotlib_writes(case, monkeypat
     markup and ampersands, the comparison's orange boxes."""
     from dataclasses import replace
 
-    from attn.views import drawing
     from attn.compute.compare import align
+    from attn.views import drawing
     from attn.views.compare_diagram import compare_svg
 
     words = [" Jide", " was", " <b>thirsty</b>", " &", ' "so"', " she", " went"]

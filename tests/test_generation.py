@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from test_gpu_worker import ForkedWorker
 
 import attn.compute.generation
 from attn.compute import forward, generation
@@ -20,9 +21,7 @@ from attn.errors import AnalysisFailedError, PromptError, ViewError
 from attn.model.loading import LoadedModel
 from attn.model.registry import BUNDLED
 from attn.views.view import View, check_view, row
-
 from helpers import THIRSTY, engine_with
-from test_gpu_worker import ForkedWorker
 
 STEPS = 8
 

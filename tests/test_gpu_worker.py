@@ -21,7 +21,6 @@ import attn.compute.ablation
 import attn.compute.forward
 from attn.errors import AnalysisFailedError, IntegrityError
 from attn.model.registry import BUNDLED
-
 from helpers import HUNGRY, SETTINGS, THIRSTY, engine_with
 
 CALL_TIMEOUT_S = 120

@@ -34,14 +34,18 @@ def relative(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-@pytest.mark.parametrize("module", ["attn.views.highlight", "attn.views.heatmap", "attn.views.summary", "attn.views.labels", "attn.views.view",
-                                    "attn.cli"])
+HTML_VIEWS = ["attn.views.highlight", "attn.views.heatmap", "attn.views.summary", "attn.views.labels",
+              "attn.views.view", "attn.views.compare_difference", "attn.views.ablation_bars", "attn.views.words"]
+
+
+@pytest.mark.parametrize("module", HTML_VIEWS + ["attn.cli"])
 def test_the_html_views_and_the_cli_do_not_import_matplotlib(module):
     assert "matplotlib" not in imported_after(f"import {module}")
 
 
 def test_the_engine_never_imports_the_ui():
-    loaded = imported_after("import attn, attn.compute.engine, attn.views.view_cache, attn.views.summary, attn.web.link")
+    loaded = imported_after("import attn, attn.compute.engine, attn.views.view_cache, attn.views.summary, "
+                            "attn.web.link")
     assert "gradio" not in loaded and "app" not in loaded and "spaces" not in loaded
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from attn.compute.analysis import SCHEMA
-from attn.errors import IntegrityError
 from attn.compute.forward import analyze
 from attn.compute.measures import rollout
+from attn.errors import IntegrityError
 from attn.model.loading import LoadedModel
 from attn.views.view import View, row
 from helpers import THIRSTY

@@ -9,10 +9,10 @@ import torch
 
 import attn.model.loading as models
 import attn.model.registry as registry
-from attn.errors import ModelUnavailableError, UnknownModelError
 from attn.compute.forward import analyze
-from attn.model.registry import ModelSpec
+from attn.errors import ModelUnavailableError, UnknownModelError
 from attn.model.loading import LoadedModel
+from attn.model.registry import ModelSpec
 from helpers import SETTINGS
 
 FAKE_TOKEN = "hf_FAKE0123456789abcdefSECRET"

@@ -77,7 +77,8 @@ def test_any_text_is_a_valid_analysis_or_a_prompt_error(engine, special_ids, pro
 
     html = token_html(analysis, View(layer=analysis.num_layers - 1, head="max", bos="exclude"))
     audit_html(html, images=True)
-    for fragment in (continuation_html(analysis), top_k_html(analysis), heatmap_html(analysis, View(layer=0, head=0, bos="hide", measure="rollout"))):
+    rollout = View(layer=0, head=0, bos="hide", measure="rollout")
+    for fragment in (continuation_html(analysis), top_k_html(analysis), heatmap_html(analysis, rollout)):
         audit_html(fragment, images=True)
     root = ET.fromstring(to_svg(line_diagram(analysis, View(layer=5))))
     names = {el.tag.rsplit("}", 1)[-1].lower() for el in root.iter()}

@@ -293,7 +293,8 @@ def test_special_token_text_is_split_into_ordinary_tokens(engine, special_ids, b
     assert "".join(analysis.tokens[1:]) == prompt  # "<", "bos", ">": ordinary text
 
 
-@pytest.mark.parametrize("payloads", fast_few([XSS[:5], XSS[5:]], fast=[XSS[:5]], ids=["tags", "escapes-and-templates"]))
+@pytest.mark.parametrize("payloads", fast_few([XSS[:5], XSS[5:]], fast=[XSS[:5]],
+                                              ids=["tags", "escapes-and-templates"]))
 def test_typed_markup_renders_as_text_everywhere(engine, special_ids, bos_id, payloads):
     prompt = "Look: " + " then ".join(payloads) + " and"
     analysis = engine.analyze(prompt, MODEL)
@@ -480,7 +481,8 @@ def test_api_unknown_model_is_a_short_markup_free_message(client, app, model):
          "Head must be 'mean', 'max' or a head number, not 'img srcx onerroralert1'."),
         (0, "mean", "<b>x</b>", "BOS mode must be one of gray, hide, exclude."),
     ],
-    ids=["layer-huge", "layer-huge-neg", "layer-word", "layer-markup", "head-neg", "head-4", "head-markup", "bos-markup"],
+    ids=["layer-huge", "layer-huge-neg", "layer-word", "layer-markup", "head-neg", "head-4", "head-markup",
+         "bos-markup"],
 )
 def test_api_bad_view_is_a_readable_error(client, app, layer, head, bos, expected):
     msg = api_error(lambda: client.predict(THIRSTY, MODEL, layer, head, bos, api_name="/view"))

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 import app_server
-
 import attn.model.loading as models
 from attn import BUNDLED, REGISTRY, Engine, ModelUnavailableError, UnknownModelError
 from helpers import SETTINGS, THIRSTY, engine_with
@@ -136,8 +135,8 @@ def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatc
     the bundled model, the directory the verified cache handed over; for nothing else."""
     # The model classes first: their first import replaces the `transformers` module in
     # sys.modules (the load does one), and patches on the old module would go unseen.
-    from transformers import Gemma3ForCausalLM  # noqa: F401
     import transformers
+    from transformers import Gemma3ForCausalLM  # noqa: F401 - imported for its side effect (above)
 
     from attn.model import bundled
 

@@ -11,9 +11,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from attn.compute import generation
+from attn.compute.forward import analyze
 from attn.views import words
 from attn.views.diagram import line_diagram_html
-from attn.compute.forward import analyze
 from attn.views.view import View
 from attn.views.view_cache import ViewCache, likely_next
 from helpers import THIRSTY

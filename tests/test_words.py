@@ -11,15 +11,14 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from attn.compute import generation
 from attn.compute import forward as inference
-from attn.views import words
+from attn.compute import generation
 from attn.compute.analysis import Analysis, TokenProb
+from attn.views import words
 from attn.views.diagram import line_svg
 from attn.views.heatmap import heatmap_html
 from attn.views.highlight import token_html
 from attn.views.view import View, available_measures, row
-
 from helpers import THIRSTY, audit_html
 
 

@@ -146,7 +146,10 @@ def config(gguf: Gguf):
     md = gguf.metadata
     if md.get("general.architecture") != ARCHITECTURE:
         raise ValueError(f"expected a {ARCHITECTURE} GGUF, got {md.get('general.architecture')!r}")
-    key = lambda name: md[f"{ARCHITECTURE}.{name}"]  # noqa: E731
+
+    def key(name: str):
+        return md[f"{ARCHITECTURE}.{name}"]
+
     cfg = Gemma3TextConfig(
         vocab_size=md.get(f"{ARCHITECTURE}.vocab_size", len(md["tokenizer.ggml.tokens"])),
         max_position_embeddings=key("context_length"),

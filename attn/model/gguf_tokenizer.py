@@ -62,7 +62,10 @@ def tokenizer_files(md: dict) -> tuple[str, dict]:
     vocab = {t: i for i, t in enumerate(tokens)}
     types = md.get("tokenizer.ggml.token_type")
     types = [] if types is None else types.tolist()
-    name = lambda key: tokens[md[f"tokenizer.ggml.{key}"]]  # noqa: E731
+
+    def name(key: str) -> str:
+        return tokens[md[f"tokenizer.ggml.{key}"]]
+
     bos = name("bos_token_id")
     # Control and user-defined tokens stay whole, looked up as the file spells them (so
     # the runs of spaces, respelled above, are not among them).
@@ -94,7 +97,8 @@ def tokenizer_files(md: dict) -> tuple[str, dict]:
         "padding": None,
         "added_tokens": added,
         "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
-        "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": False},
+        "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious",
+                          "invert": False},
         "post_processor": post,
         "decoder": {
             "type": "Sequence",

@@ -126,12 +126,12 @@ def load_spec(spec: ModelSpec, settings: Settings, progress: Progress = log.info
 
 
 def _load_bundled(cache_dir, progress: Progress, dtype):
-    from attn.model import bundled
-
     # Imported before the cache is checked (4-7 s here): when another process is converting,
     # this waits on it meanwhile instead of after.
-    import transformers  # noqa: F401
-    from transformers import Gemma3ForCausalLM  # noqa: F401
+    import transformers  # noqa: F401 - imported for its time, not its names
+    from transformers import Gemma3ForCausalLM  # noqa: F401 - the same
+
+    from attn.model import bundled
 
     directory, in_memory = bundled.ensure_checkpoint(cache_dir, progress)
     if in_memory is not None:

@@ -64,8 +64,8 @@ def ablation_html(ablated: Ablation, analysis: Analysis, view: View) -> str:
         f'<div style="font-size:13px;color:#333;margin-bottom:6px">{caption}</div>'
         '<div style="overflow-x:auto"><div style="display:flex;width:max-content;align-items:flex-start">'
         f'{"".join(cols)}</div></div>'
-        f'<div class="attn-agreement" style="font-size:14px;margin-top:6px">{agreement_text(ablated, weights, analysis, view)}'
-        "</div></div>"
+        '<div class="attn-agreement" style="font-size:14px;margin-top:6px">'
+        f"{agreement_text(ablated, weights, analysis, view)}</div></div>"
     )
 
 

@@ -8,8 +8,8 @@ from html import escape
 
 from attn.compute.analysis import Analysis
 from attn.compute.generation import Generation
-from attn.views.labels import head_label
 from attn.model.registry import ModelSpec
+from attn.views.labels import head_label
 from attn.views.palette import BLUE, PREDICTED, PREDICTED_FILL
 from attn.views.view import View, check_view, row
 
@@ -63,7 +63,8 @@ def generation_html(gen: Generation, step: int) -> str:
     for k, (token, prob) in enumerate(zip(gen.generated, gen.probs)):
         style = (f"border:2px solid {PREDICTED};background:{PREDICTED_FILL};font-weight:bold;" if k == step else
                  "border:1px dotted #7a3db8;background:#f3ecfa;")
-        marks.append(f'<mark class="attn-gen-token" title="{escape(f"step {k}: {token!r}, p = {prob:.3f}", quote=True)}" '
+        tip = escape(f"step {k}: {token!r}, p = {prob:.3f}", quote=True)
+        marks.append(f'<mark class="attn-gen-token" title="{tip}" '
                      f'style="{style}color:#222;border-radius:3px">{escape(token)}</mark>')
     how = "greedy" if gen.temperature == 0 else f"sampled at temperature {gen.temperature:g}, seed {gen.seed}"
     stop = " (stopped at the end-of-text token)" if gen.stopped_at_eos else ""
@@ -81,7 +82,8 @@ def layer_info_md(analysis: Analysis, view: View) -> str:
     view = check_view(analysis, view)
     if view.measure == "rollout":
         bos = row(analysis, view)[0]
-        hint = " (choose *exclude* for `<BOS>` to see how the rest divides)" if view.bos != "exclude" and bos > 0.5 else ""
+        hint = (" (choose *exclude* for `<BOS>` to see how the rest divides)"
+                if view.bos != "exclude" and bos > 0.5 else "")
         return (f"**Attention rollout**: every layer and head combined (Abnar & Zuidema 2020); the layer and "
                 f"head controls do not change it · `<BOS>` share {bos:.2f}{hint}")
     local = analysis.is_local(view.layer)
