@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import dataclasses
 import hashlib
 import json
 import os
@@ -107,7 +106,11 @@ class NewLayout:
 
     @staticmethod
     def key(shown):
-        return shown if shown == SKIP else dataclasses.asdict(shown.subject)
+        if shown == SKIP:
+            return shown
+        s, c = shown.subject, shown.subject.continuation
+        generate = None if c is None else [c.max_new_tokens, c.temperature, c.seed or 0]
+        return {"model": s.model, "prompt": s.prompt, "compare": s.compare, "generate": generate}
 
     def analyze(self, *args) -> tuple[list, object]:
         out = self.on.on_analyze(*args[:4], None, *args[4:], progress=NOP)

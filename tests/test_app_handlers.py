@@ -20,7 +20,7 @@ import pytest
 from attn import BUNDLED, Engine, PromptError, UnknownModelError
 from attn.settings import Settings
 from attn.web.subject import Shown, Subject
-from helpers import SETTINGS, THIRSTY
+from helpers import SETTINGS, THIRSTY, engine_with
 
 # Building a page imports gradio (seconds): these tests carry the `app` marker, so that
 # collecting the fast subset (-m "not browser and not app and not slow") does not pay for it.
@@ -45,8 +45,7 @@ def real():
 
 def gpt2_page(gpt2, **engine_options):
     """A page whose 'bundled' model is the tiny GPT-2: instant analyses, three layers."""
-    engine = Engine(loader=lambda name, progress: gpt2, model_names=[BUNDLED], **engine_options)
-    return build(Settings(models=(BUNDLED,), prefetch=False), engine=engine)
+    return build(Settings(models=(BUNDLED,), prefetch=False), engine=engine_with(gpt2, **engine_options))
 
 
 @pytest.fixture(scope="module")

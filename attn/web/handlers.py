@@ -97,8 +97,7 @@ class Handlers:
             elif int(n_new) > 1 or float(temperature) > 0:
                 progress(None, desc=f"Generating up to {int(n_new)} tokens")
                 generation = engine.generate(prompt, model, n_new, temperature, seed)
-                held = Shown(Subject(model, prompt, generate=(int(n_new), float(temperature), int(seed))),
-                            generation=generation)
+                held = Shown(Subject(model, prompt, continuation=generation.continuation), generation=generation)
                 step = min(max(int(step or 0), 0), generation.num_steps - 1)
                 analysis, summary = generation.step_analysis(step), generation_html(generation, step)
                 step_control = gr.update(maximum=max(generation.num_steps - 1, 1), value=step,
@@ -206,7 +205,7 @@ class Handlers:
         """Delete each token in turn (batched forward passes, cached). The views, redrawn after
         it, show the bars for the controls as they are by then: moving them meanwhile is never
         blocked and never lost."""
-        if shown is None or shown.subject.compare or shown.subject.generate:
+        if shown is None or shown.subject.compare or shown.subject.continuation:
             gr.Warning("Analyze one prompt first (without Compare or Continue).")
             return gr.skip()
 
@@ -244,7 +243,7 @@ class Handlers:
         for note in link.notes:
             gr.Warning(escape(note))
         spec, view = REGISTRY[link.model], link.view
-        n_new, temperature, seed = link.generate
+        c = link.continuation
         return {
             ui.prompt: link.prompt or self.examples[0]["prompt"],
             ui.model: gr.update(value=link.model),
@@ -256,11 +255,11 @@ class Handlers:
             ui.by_words: link.words,
             ui.compare_on: bool(link.compare),
             ui.prompt_b: gr.update(value=link.compare or self.examples[1]["prompt"], visible=bool(link.compare)),
-            ui.n_new: n_new,
-            ui.temperature: temperature,
-            ui.seed: seed,
+            ui.n_new: 1 if c is None else c.max_new_tokens,
+            ui.temperature: 0.0 if c is None else c.temperature,
+            ui.seed: 0 if c is None or c.seed is None else c.seed,
             ui.step: link.step,
-            ui.continue_box: gr.update(open=link.generate != (1, 0.0, 0)),
+            ui.continue_box: gr.update(open=c is not None),
             ui.autorun: bool(link.prompt),
             ui.status: self.model_status(link.model),
         }

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from attn.compute.generation import check_continuation
+from attn.compute.generation import Continuation, check_continuation
 from attn.errors import ViewError, echo
 from attn.model.registry import ModelSpec
 from attn.views.view import View, check_bos, check_head, check_layer, check_measure, nearest_layer, parse_head
@@ -28,7 +28,7 @@ class Link:
     view: View
     notes: list[str] = field(default_factory=list)  # why values in the link were replaced
     compare: str = ""  # prompt B, "" when the link compares nothing
-    generate: tuple[int, float, int] = (1, 0.0, 0)  # (tokens to generate, temperature, seed): (1, 0, 0) is the lab
+    continuation: Continuation | None = None  # None: predict one token, greedy (the lab)
     step: int = 0
     words: bool = False
 
@@ -82,26 +82,28 @@ def read_link(
         notes.append(f"Unknown measure in the link ({echo(measure)}); showing raw attention.")
         measure = "raw"
     view = View(layer=layer, head=head, bos=bos, show_all=show_all, measure=measure)
-    generate = (1, 0.0, 0)
+    continuation = None
     if "continue" in query:
         try:
-            settings = check_continuation(query.get("continue"), query.get("temperature", 0), query.get("seed", 0))
-            generate = (settings.max_new_tokens, settings.temperature, settings.seed or 0)
+            continuation = check_continuation(query.get("continue"), query.get("temperature", 0),
+                                              query.get("seed", 0))
         except ViewError as exc:
             notes.append(f"{exc} Predicting one token.")
+        if continuation is not None and continuation.max_new_tokens == 1 and continuation.greedy:
+            continuation = None  # the lab's own prediction
     try:
         step = max(0, int(query.get("step", 0)))
     except ValueError:
         notes.append("The link's step is not a number; showing the first.")
         step = 0
-    return Link(query.get("prompt", ""), model, view, notes, compare=query.get("compare", ""), generate=generate,
-                step=step, words=query.get("words", "0") in ("1", "true", "yes"))
+    return Link(query.get("prompt", ""), model, view, notes, compare=query.get("compare", ""),
+                continuation=continuation, step=step, words=query.get("words", "0") in ("1", "true", "yes"))
 
 
-def share_query(prompt: str, model: str, view: View, *, compare: str = "", generate=None, step: int = 0,
-                words: bool = False) -> str:
-    """The query that opens this view of this prompt ('?prompt=...'); `generate` is
-    (tokens, temperature, seed) of a continuation shown at `step`."""
+def share_query(prompt: str, model: str, view: View, *, compare: str = "",
+                continuation: Continuation | None = None, step: int = 0, words: bool = False) -> str:
+    """The query that opens this view of this prompt ('?prompt=...'), a `continuation`
+    shown at `step`."""
     params = {"prompt": prompt}
     if compare:
         params["compare"] = compare
@@ -114,10 +116,10 @@ def share_query(prompt: str, model: str, view: View, *, compare: str = "", gener
         params["measure"] = view.measure
     if words:
         params["words"] = 1
-    if generate and not compare and (generate[0] > 1 or generate[1]):
-        n, temperature, seed = generate
-        params["continue"] = int(n)
-        if temperature:
-            params.update(temperature=float(temperature), seed=int(seed))
+    c = continuation
+    if c is not None and not compare and (c.max_new_tokens > 1 or not c.greedy):
+        params["continue"] = int(c.max_new_tokens)
+        if not c.greedy:
+            params.update(temperature=float(c.temperature), seed=int(c.seed))
         params["step"] = int(step)
     return "?" + urlencode(params)

@@ -17,7 +17,7 @@ from attn.web.link import share_query
 if TYPE_CHECKING:
     from attn.compute.analysis import Analysis
     from attn.compute.compare import Comparison
-    from attn.compute.generation import Generation
+    from attn.compute.generation import Continuation, Generation
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,11 @@ class Subject:
     model: str
     prompt: str
     compare: str = ""  # prompt B; "" when nothing is compared
-    generate: tuple[int, float, int] | None = None  # (tokens, temperature, seed) of a continuation, else None
+    continuation: Continuation | None = None  # how the prompt was continued; None: one prediction
 
     def share(self, view: View, step, by_words: bool) -> str:
         """The link query that opens this view of this subject."""
-        return share_query(self.prompt, self.model, view, compare=self.compare, generate=self.generate,
+        return share_query(self.prompt, self.model, view, compare=self.compare, continuation=self.continuation,
                            step=int(step or 0), words=bool(by_words))
 
 
