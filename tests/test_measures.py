@@ -170,7 +170,7 @@ def test_analysis_size_counts_the_measures(gemma3_26):
     assert result.nbytes > result.full.nbytes + result.last_row.nbytes + result.value_norms.nbytes
 
 
-# The README's bfloat16 tolerances (the dtype the GPU runs), measured on the presets with
+# The bfloat16 tolerances of docs/guarantees.md (the dtype the GPU runs), measured on the presets with
 # the bundled model cast to bfloat16 on the CPU: attention 0.023, value shares 0.019,
 # rollout 0.0003, logit-lens p_next 0.016 at most. These bounds leave room above that.
 BF16_TOL = {"attention": 0.03, "value shares": 0.03, "rollout": 1e-3, "logit lens p_next": 0.03}

@@ -57,7 +57,7 @@ class Ablation:
         return text + sum(len(d.token) * 4 + 160 for d in self.deletions) + 1024
 
     def to_json(self, digits: int = 6) -> dict:
-        """What /ablate returns (see README)."""
+        """What /ablate returns (docs/api.md)."""
         return {
             "schema": ABLATION_SCHEMA,
             "model": self.model,

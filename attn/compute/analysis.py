@@ -89,7 +89,7 @@ class Analysis:
         return arrays + text + 96 * len(self.spans) + 1024
 
     def to_json(self, digits: int = 6) -> dict:
-        """The JSON schema shared by the CLI's --json and the web API (see README)."""
+        """The JSON schema shared by the CLI's --json and the web API (docs/api.md)."""
         data = {
             "schema": SCHEMA,
             "model": self.model,

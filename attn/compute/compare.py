@@ -52,7 +52,7 @@ class Comparison:
                 [j for i, j in self.alignment if i is None and j is not None])
 
     def to_json(self, digits: int = 6) -> dict:
-        """What /compare returns (see README)."""
+        """What /compare returns (docs/api.md)."""
         return {
             "schema": COMPARE_SCHEMA,
             "a": self.a.to_json(digits),

@@ -170,7 +170,7 @@ class Generation:
         return self.steps[step]
 
     def to_json(self, digits: int = 6) -> dict:
-        """What /generate returns (see README): step k's attention is [layer][head][key]
+        """What /generate returns (docs/api.md): step k's attention is [layer][head][key]
         over keys <BOS> + prompt + generated[:k]."""
         return {
             "schema": GENERATION_SCHEMA,

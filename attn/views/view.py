@@ -213,7 +213,7 @@ def strongest(weights: np.ndarray, k: int, skip_bos: bool = True) -> list[tuple[
 
 
 def view_json(analysis: Analysis, view: View) -> dict:
-    """The weights one view shows, as the API's /view returns them (see README)."""
+    """The weights one view shows, as the API's /view returns them (docs/api.md)."""
     view = check_view(analysis, view)
     weights = row(analysis, view)
     return {

@@ -38,7 +38,7 @@ class Api:
 
     def analyze(self, prompt: str, model: str = BUNDLED) -> dict:
         """Analyze a prompt: next token, top-k, and the last position's attention for every
-        layer and head (the JSON schema in the README)."""
+        layer and head (the JSON schema in docs/api.md)."""
         return answer(lambda: self.engine.analyze(prompt, model).to_json())
 
     def view(self, prompt: str, model: str = BUNDLED, layer: int = 0, head: str = "mean", bos: str = "gray",
