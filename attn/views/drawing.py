@@ -222,7 +222,7 @@ def to_svg(fig: Figure, metadata: dict | None = None) -> bytes:
 
 
 def to_png(fig: Figure, dpi: int = 100, metadata: dict | None = None) -> bytes:
-    """Raster export (README pictures, downloads): `dpi` is recorded in the file, missing
+    """Raster export (the docs' pictures, downloads): `dpi` is recorded in the file, missing
     glyphs are not errors (they are drawn as boxes: matplotlib's fonts lack emoji and CJK)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
