@@ -16,6 +16,7 @@ from attn.model.registry import BUNDLED, REGISTRY
 
 HUB_MODEL = "gemma-3-1b"  # the lab's model, the default where a token can load it
 MAX_TOKENS = 2048  # longest prompt, with <BOS>
+STORE_BYTES = 512 << 20  # the analysis store's bound on disk
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -37,6 +38,11 @@ class Settings:
     zero_gpu: bool = False  # running on a ZeroGPU Space: model calls go through spaces.GPU
     gpu_seconds: int = 10  # @spaces.GPU(duration=...)
     hf_token: str | None = field(default=None, repr=False)  # never printed
+    # The analysis store (attn/compute/store.py): answers kept on disk across restarts. None:
+    # off (the default here, so a test's Settings never touches a disk store); from_env
+    # gives $ATTN_CACHE_DIR/analyses unless ATTN_STORE_DIR says otherwise ("" = off).
+    store_dir: Path | None = None
+    store_bytes: int = STORE_BYTES
 
     def __post_init__(self):
         models = tuple(m for m in self.models if m in REGISTRY) or (BUNDLED,)
@@ -50,8 +56,10 @@ class Settings:
         env = os.environ if env is None else env
         token = env.get("HF_TOKEN") or None
         models = tuple(m for m in (env.get("ATTN_MODELS") or "").split(",") if m) or tuple(REGISTRY)
+        cache_dir = Path(env["ATTN_CACHE_DIR"]).expanduser() if env.get("ATTN_CACHE_DIR") else default_cache_dir(env)
+        store = env.get("ATTN_STORE_DIR")
         return cls(
-            cache_dir=Path(env["ATTN_CACHE_DIR"]).expanduser() if env.get("ATTN_CACHE_DIR") else default_cache_dir(env),
+            cache_dir=cache_dir,
             models=models,
             default_model=env.get("ATTN_DEFAULT_MODEL") or (HUB_MODEL if token else BUNDLED),
             max_tokens=int(env.get("ATTN_MAX_TOKENS") or MAX_TOKENS),
@@ -63,6 +71,8 @@ class Settings:
             zero_gpu=bool(env.get("SPACES_ZERO_GPU")),
             gpu_seconds=int(env.get("ATTN_GPU_SECONDS") or 10),
             hf_token=token,
+            store_dir=cache_dir / "analyses" if store is None else (Path(store).expanduser() if store else None),
+            store_bytes=int(env.get("ATTN_STORE_BYTES") or STORE_BYTES),
         )
 
     @property

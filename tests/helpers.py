@@ -19,6 +19,8 @@ import numpy as np
 
 from attn.compute.analysis import Analysis, TokenProb
 from attn.compute.engine import Engine
+from attn.compute.store import Store
+from attn.model.identity import ModelIdentity
 from attn.model.registry import BUNDLED
 from attn.settings import Settings
 
@@ -46,6 +48,24 @@ def engine_with(model, names=(BUNDLED,), **options) -> Engine:
     `options`: Engine's own (cache_bytes, max_tokens, accelerator)."""
     loader = model if callable(model) else (lambda name, progress: model)
     return Engine(loader=loader, model_names=list(names), **options)
+
+
+# ---- the analysis store ----------------------------------------------------------------------
+
+# The identity test stores key their records by (attn/model/identity.py): no model files needed.
+IDENTITY = ModelIdentity(BUNDLED, "test-digest", "float32", "cpu")
+
+
+def store_engine(model, directory, names=(BUNDLED,), *, identity: ModelIdentity = IDENTITY,
+                 store_bytes: int = 1 << 30, shipped=(), **options) -> Engine:
+    """engine_with(model, names) with an analysis store in `directory` (read-only layers
+    `shipped` after it), its records keyed by `identity` (renamed for each model)."""
+    store = Store(directory, store_bytes, shipped)
+    return engine_with(model, names, store=store, identify=lambda name, loaded: _renamed(identity, name), **options)
+
+
+def _renamed(identity: ModelIdentity, name: str) -> ModelIdentity:
+    return ModelIdentity(name, identity.digest, identity.dtype, identity.device)
 
 
 # ---- waiting -------------------------------------------------------------------------------

@@ -12,15 +12,17 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from attn.compute import ablation, compare, forward, generation
+from attn.compute import ablation, compare, forward, generation, stored
 from attn.compute.ablation import Ablation
 from attn.compute.analysis import Analysis
 from attn.compute.cache import ByteLRU, CacheStats
 from attn.compute.compare import Comparison
 from attn.compute.encode import Encoded, check_prompt, encode
 from attn.compute.generation import Generation
+from attn.compute.store import SHIPPED, Store
+from attn.compute.stored import Identify, StoredAnswers
 from attn.errors import AnalysisFailedError, AttnError, ModelUnavailableError, UnknownModelError, echo
-from attn.model import loading
+from attn.model import identity, loading
 from attn.model.loading import LoadedModel
 from attn.model.registry import get_spec
 from attn.settings import Settings
@@ -63,6 +65,8 @@ class Engine:
         cache_bytes: int = Settings.cache_bytes,
         max_tokens: int = Settings.max_tokens,
         accelerator: Accelerator | None = None,
+        store: Store | None = None,
+        identify: Identify | None = None,
     ):
         self.max_tokens = max_tokens
         # Analyses under (model, prompt), ablations under ("ablation", model, prompt),
@@ -77,6 +81,8 @@ class Engine:
         self._progress: dict[str, str] = {}
         self._load_locks = {name: threading.Lock() for name in self.model_names}
         self._run_locks = {name: threading.Lock() for name in self.model_names}
+        # Behind the cache, answers kept on disk: found without the model (attn/compute/stored.py).
+        self.stored = StoredAnswers(store, identify, max_tokens, self._models.get)
         self.forward_calls = 0
         self.ablation_calls = 0  # ablations computed (each is several batched forward passes)
         self.generate_calls = 0  # generations computed (each is one KV-cached loop)
@@ -87,12 +93,15 @@ class Engine:
         self._remote = (accelerator or (lambda fn: fn))(self._outcome)
 
     @classmethod
-    def for_settings(cls, settings: Settings, accelerator: Accelerator | None = None) -> "Engine":
+    def for_settings(cls, settings: Settings, accelerator: Accelerator | None = None, shipped: bool = True) -> "Engine":
         """The engine of the app and the CLI: the registry's models as `settings` offer and
-        load them."""
+        load them; answers stored in settings.store_dir, then (`shipped`) in attn/shipped/."""
+        layers = [SHIPPED] if shipped else []
+        store = None if settings.store_dir is None else Store(settings.store_dir, settings.store_bytes, layers)
         return cls(loader=lambda name, progress: loading.load(name, settings, progress),
                    model_names=list(settings.models), cache_bytes=settings.cache_bytes,
-                   max_tokens=settings.max_tokens, accelerator=accelerator)
+                   max_tokens=settings.max_tokens, accelerator=accelerator, store=store,
+                   identify=lambda name, loaded: identity.identify(name, settings, loaded))
 
     # ---- models -------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
@@ -192,8 +201,9 @@ class Engine:
         """Cached analysis. Raises PromptError, UnknownModelError, ModelUnavailableError."""
         self._check_name(model_name)
         check_prompt(prompt, self.max_tokens)  # before waiting on a model load or a forward pass
-        return self.cache.get_or_compute(
-            (model_name, prompt), lambda: self._call("forward", model_name, prompt, self._encode(model_name, prompt)))
+        return self.cache.get_or_compute((model_name, prompt), lambda: self.stored.keep(
+            stored.analysis(model_name, prompt),
+            lambda: self._call("forward", model_name, prompt, self._encode(model_name, prompt))))
 
     def cached(self, prompt: str, model_name: str) -> Analysis | None:
         return self.cache.get((model_name, prompt))
@@ -209,12 +219,16 @@ class Engine:
         never wait. `progress(done, total)` is called as batches finish.
         """
         analysis = self.analyze(prompt, model_name)
-        return self.cache.get_or_compute(
-            ("ablation", model_name, prompt), lambda: self._ablate_uncached(analysis, model_name, progress)
-        )
+        return self.cache.get_or_compute(("ablation", model_name, prompt), lambda: self.stored.keep(
+            stored.ablation(model_name, prompt), lambda: self._ablate_uncached(analysis, model_name, progress),
+            lambda _: [analysis.token_ids]))
 
     def cached_ablation(self, prompt: str, model_name: str) -> Ablation | None:
-        return self.cache.get(("ablation", model_name, prompt))
+        """The ablation if it is cached or stored (for views: never runs the model)."""
+        found = self.cache.get(("ablation", model_name, prompt))
+        if found is None and (found := self.stored.get(stored.ablation(model_name, prompt), count=False)):
+            self.cache.put(("ablation", model_name, prompt), found)
+        return found
 
     def _ablate_uncached(self, analysis: Analysis, model_name: str, progress) -> Ablation:
         loaded = self.model(model_name)
@@ -232,8 +246,9 @@ class Engine:
         bad prompt is refused (ViewError, PromptError) before any model call."""
         key, continuation = self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)
         check_prompt(prompt, self.max_tokens)
-        return self.cache.get_or_compute(key, lambda: self._call(
-            "generate", model_name, prompt, self._encode(model_name, prompt), continuation))
+        return self.cache.get_or_compute(key, lambda: self.stored.keep(
+            stored.generation(model_name, prompt, continuation),
+            lambda: self._call("generate", model_name, prompt, self._encode(model_name, prompt), continuation)))
 
     def cached_generation(
         self, prompt: str, model_name: str, max_new_tokens: int = 1, temperature: float = 0.0, seed: int = 0
@@ -260,15 +275,17 @@ class Engine:
         prompts = (("A", prompt_a), ("B", prompt_b))
         for label, prompt in prompts:  # both checked before any model load or call
             _labelled(label, lambda: check_prompt(prompt, self.max_tokens))
-        for label, prompt in prompts:
-            _labelled(label, lambda: self._encode(model_name, prompt))
         key = ("compare", model_name, prompt_a, prompt_b)
-        return self.cache.get_or_compute(key, lambda: self._compare_uncached(prompt_a, prompt_b, model_name))
+        return self.cache.get_or_compute(key, lambda: self.stored.keep(
+            stored.comparison(model_name, prompt_a, prompt_b),
+            lambda: self._compare_uncached(prompt_a, prompt_b, model_name)))
 
     def cached_comparison(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison | None:
         return self.cache.get(("compare", model_name, prompt_a, prompt_b))
 
     def _compare_uncached(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison:
+        for label, prompt in (("A", prompt_a), ("B", prompt_b)):  # both refused before either runs
+            _labelled(label, lambda: self._encode(model_name, prompt))
         a = _labelled("A", lambda: self.analyze(prompt_a, model_name))
         b = _labelled("B", lambda: self.analyze(prompt_b, model_name))
         return compare.compare(a, b, unembed=lambda hidden, token_ids: self._call(
@@ -276,6 +293,24 @@ class Engine:
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
+
+    def has_answer(self, prompt, model_name, *, compare="", max_new_tokens=1, temperature=0.0, seed=0) -> bool:
+        """Whether analyze (with `compare`: compare; with a continuation: generate) answers
+        without the model, from the cache or the store (what the store has goes into the cache)."""
+        try:
+            self._check_name(model_name)
+            if compare:
+                key, asked = ("compare", model_name, prompt, compare), stored.comparison(model_name, prompt, compare)
+            elif int(max_new_tokens) > 1 or float(temperature) > 0:
+                key, continuation = self._generation_key(prompt, model_name, max_new_tokens, temperature, seed)
+                asked = stored.generation(model_name, prompt, continuation)
+            else:
+                key, asked = (model_name, prompt), stored.analysis(model_name, prompt)
+        except (AttnError, TypeError, ValueError):
+            return False
+        if key not in self.cache and (found := self.stored.get(asked, count=False)) is not None:
+            self.cache.put(key, found)
+        return key in self.cache
 
 
 def _labelled(label: str, job):
