@@ -38,7 +38,7 @@ def create_page(settings: Settings, engine: Engine | None = None) -> Page:
     from attn.compute.engine import Engine
     from attn.errors import AttnError
     from attn.views.view_cache import ViewCache
-    from attn.web import gpu, page
+    from attn.web import first, gpu, page
 
     if engine is None:
         engine = Engine.for_settings(settings, accelerator=gpu.accelerator(settings))
@@ -50,7 +50,10 @@ def create_page(settings: Settings, engine: Engine | None = None) -> Page:
             except AttnError as exc:
                 log.error("%s", exc)
     views = ViewCache(settings.figure_cache_bytes, prefetch=settings.prefetch)
-    return page.build(settings, engine, views, examples())
+    presets = examples()
+    built = page.build(settings, engine, views, presets)
+    first.draw_first_preset(built, presets)  # from the store, when it has it: no model, no GPU call
+    return built
 
 
 def create_app(settings: Settings) -> gr.Blocks:

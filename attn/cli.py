@@ -1,17 +1,23 @@
 """Command line: `python -m attn "PROMPT" [--model NAME] [--layer N] [--head mean|max|N] [--ablate]
-[--generate N [--temperature T] [--seed S]] [--json FILE|-]`."""
+[--generate N [--temperature T] [--seed S]] [--json FILE|-]`, and
+`python -m attn warm [--model NAME] [--store DIR] [--exact] [--no-ablate] [PROMPTS.json]`, which
+computes prompts (the presets by default) into the analysis store."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shutil
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 from attn.compute.engine import Engine
 from attn.compute.generation import check_continuation
 from attn.errors import AttnError
+from attn.model import identity
 from attn.model import registry as models
 from attn.settings import Settings
 from attn.views.labels import head_label, visible
@@ -43,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["warm"]:  # a prompt that reads "warm": python -m attn -- warm
+        return warm(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -122,3 +131,88 @@ def analysis_layer(engine: Engine, args) -> int:
     if args.layer is not None:
         return args.layer
     return engine.model(args.model).default_layer
+
+
+# ---- python -m attn warm ------------------------------------------------------------------------
+PRESETS = Path(__file__).resolve().parents[1] / "examples.json"
+
+
+def warm_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m attn warm",
+        description="Compute prompts (the presets by default) into the analysis store, so that the app "
+                    "answers them without its model after a restart.")
+    p.add_argument("prompts", nargs="?", type=Path, default=PRESETS,
+                   help="a JSON list of prompts, or of objects with a 'prompt' (default: the presets, examples.json)")
+    p.add_argument("--model", default=models.BUNDLED, choices=list(models.REGISTRY),
+                   help=f"registry model (default: {models.BUNDLED}); its records are keyed by the dtype it runs in "
+                        "(ATTN_DEVICE=cpu: float32; cuda: bfloat16)")
+    p.add_argument("--store", type=Path,
+                   help="the store's folder (default: ATTN_STORE_DIR, else $ATTN_CACHE_DIR/analyses)")
+    p.add_argument("--exact", action="store_true",
+                   help="recompute every record and leave the folder holding only these (how attn/shipped/ is made)")
+    p.add_argument("--no-ablate", dest="ablate", action="store_false", help="store the analyses only")
+    return p
+
+
+def read_prompts(path: Path) -> list[str]:
+    """The prompts of a JSON list of strings or of objects with a 'prompt' (examples.json)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError("expected a JSON list")
+    prompts = [item["prompt"] if isinstance(item, dict) else item for item in data]
+    if not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError("every prompt must be non-empty text")
+    return prompts
+
+
+def warm(argv: list[str]) -> int:
+    args = warm_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    say = logging.getLogger("attn.warm").info
+    settings = replace(Settings.from_env(), models=(args.model,))
+    target = args.store or settings.store_dir
+    if target is None:
+        print("error: the store is off (ATTN_STORE_DIR is empty); name a folder with --store", file=sys.stderr)
+        return 2
+    try:
+        prompts = read_prompts(args.prompts)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {args.prompts}: {exc}", file=sys.stderr)
+        return 2
+    target = Path(target).expanduser()
+    fill = target.with_name(target.name + ".warming") if args.exact else target  # swapped in at the end
+    if args.exact:
+        shutil.rmtree(fill, ignore_errors=True)
+    engine = Engine.for_settings(replace(settings, store_dir=fill), shipped=False)
+    try:
+        if identity.identify(args.model, settings) is None:  # a hub model not downloaded yet
+            engine.model(args.model)
+    except AttnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    jobs = [("analysis", lambda p: engine.has_answer(p, args.model), engine.analyze)]
+    if args.ablate:
+        jobs.append(("ablation", lambda p: engine.cached_ablation(p, args.model) is not None, engine.ablate))
+    try:
+        for i, prompt in enumerate(prompts, 1):
+            for what, known, run in jobs:
+                step = f"[{i}/{len(prompts)}] {what} of {visible(prompt, 48)!r}"
+                if known(prompt):
+                    say(f"{step}: already stored")
+                    continue
+                t = time.perf_counter()
+                run(prompt, args.model)
+                say(f"{step}: computed ({time.perf_counter() - t:.1f} s)")
+    except AttnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not engine.stored.stats().writable:
+        print(f"error: could not write to {fill} (see above)", file=sys.stderr)
+        return 1
+    if args.exact:
+        shutil.rmtree(target, ignore_errors=True)
+        fill.rename(target)
+    files = [p for p in target.rglob("*") if p.is_file()]
+    say(f"{target}: {len(files)} files, {sum(p.stat().st_size for p in files) / 1024:,.0f} KiB")
+    return 0

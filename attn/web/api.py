@@ -71,4 +71,13 @@ class Api:
             "cache": {"hits": s.hits, "misses": s.misses, "entries": s.entries, "bytes": s.bytes,
                       "max_bytes": s.max_bytes},
             "models": {n: engine.status(n)[0] for n in self.settings.models},
-        }
+        } | store_stats(engine)
+
+
+def store_stats(engine: Engine) -> dict:
+    """/stats's "store": answers served from disk (hits), lookups that found none (misses),
+    records refused on reading (dropped), its bytes on disk and bound; null when it is off."""
+    s = engine.stored.stats()
+    return {"store": None if s is None else {
+        "hits": s.hits, "misses": s.misses, "dropped": s.dropped, "writes": s.writes, "bytes": s.bytes,
+        "max_bytes": s.max_bytes, "writable": s.writable}}

@@ -88,7 +88,9 @@ class Handlers:
         ui, engine = self.ui, self.engine
         step_control = gr.update(visible=False)
         try:
-            self._ready(prompt, model, progress)
+            if not engine.has_answer(prompt, model, compare=prompt_b if compare_on else "", max_new_tokens=n_new,
+                                     temperature=temperature, seed=seed):  # a stored answer needs no model
+                self._ready(prompt, model, progress)
             if compare_on:
                 comparison = engine.compare(prompt, prompt_b, model)
                 held = Shown(Subject(model, prompt, compare=prompt_b), comparison=comparison)
@@ -244,7 +246,7 @@ class Handlers:
             gr.Warning(escape(note))
         spec, view = REGISTRY[link.model], link.view
         c = link.continuation
-        return {
+        return self._unless_known(link) | {
             ui.prompt: link.prompt or self.examples[0]["prompt"],
             ui.model: gr.update(value=link.model),
             ui.layer: gr.update(maximum=spec.num_layers - 1, value=view.layer),
@@ -263,6 +265,18 @@ class Handlers:
             ui.autorun: bool(link.prompt),
             ui.status: self.model_status(link.model),
         }
+
+    def _unless_known(self, link) -> dict:
+        """The first preset's views (the page's first sight) cleared, when a link asks for an
+        answer that needs the model: never shown beside the link's prompt while it loads."""
+        ui, c = self.ui, link.continuation
+        if not link.prompt or self.engine.has_answer(
+                link.prompt, link.model, compare=link.compare, max_new_tokens=1 if c is None else c.max_new_tokens,
+                temperature=0.0 if c is None else c.temperature, seed=0 if c is None or c.seed is None else c.seed):
+            return {}
+        waiting = '<div class="attn-hint">Analyzing the link\'s prompt: the prediction appears here.</div>'
+        return {ui.shown: None, ui.summary: waiting, ui.topk: "", ui.figure: "", ui.tokens_view: "", ui.overview: "",
+                ui.layer_info: "", ui.look_for: "", ui.ablation: ABLATION_HINT}
 
     def on_load_analyze(self, run: bool, *args, progress=gr.Progress()):
         """After `on_load`: analyze the link's prompt, when the link had one."""

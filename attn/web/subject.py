@@ -44,6 +44,11 @@ class Shown:
     comparison: Comparison | None = None  # two prompts'
     generation: Generation | None = None  # a continuation's
 
+    def __deepcopy__(self, memo) -> "Shown":
+        """Itself: it is frozen and its arrays are never written, so the page's first sight
+        (a gr.State's initial value, which Gradio deep-copies per session) is shared, not copied."""
+        return self
+
     def drawn(self, step, by_words: bool) -> Analysis:
         """The analysis the views draw: prompt A's in a comparison, the step's in a
         continuation, summed per word with `by_words`. Raises AttnError (a step out of range)."""
