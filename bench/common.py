@@ -17,6 +17,8 @@ APP_ENV_DROP = SECRET_ENV + ("ATTN_MODELS", "ATTN_DEFAULT_MODEL", "SPACES_ZERO_G
 
 # Targets.
 START_FIRST_ANSWER_S = 5.0
+PRESET_AFTER_PAGE_S = 1.0  # second launch: a preset's /analyze after the page answers (issue 21)
+TYPED_AFTER_PAGE_S = 1.5  # second launch: a prompt typed before the restart, after the page answers
 FIRST_LAUNCH_ANSWER_S = 30.0
 ANALYSIS_RATIO = 1.5
 SWITCH_SHARE = 0.05

@@ -200,7 +200,8 @@ def import_app(rep: Report, ctx: dict) -> None:
     import app
     from attn.settings import Settings
 
-    page = app.create_page(Settings.from_env())  # the Blocks, the engine and the view cache
+    # The Blocks, the engine and the view cache; no analysis store: what is timed here is computed.
+    page = app.create_page(replace(Settings.from_env(), store_dir=None))
     t_import = now() - t
     loaded = page.engine.model(BUNDLED)  # the engine's loader is attn.model.loading.load
     rep.raw["inprocess.import_app_s"] = t_import

@@ -20,7 +20,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.launch import BUNDLED, AppServer, child_env, free_port, launch
+from bench.launch import BUNDLED, AppServer, child_env, free_port
+from bench.launch import launch as launch_app
 
 __all__ = ["BUNDLED", "AppServer", "ApiClient", "CallFailed", "child_env", "describe", "free_port", "launch",
            "release", "shared_app", "start_app"]
@@ -28,6 +29,13 @@ __all__ = ["BUNDLED", "AppServer", "ApiClient", "CallFailed", "child_env", "desc
 MODEL_TIMEOUT_S = float(os.environ.get("ATTN_TEST_MODEL_TIMEOUT", "600"))
 HTTP_TIMEOUT_S = float(os.environ.get("ATTN_TEST_HTTP_TIMEOUT", "120"))
 KEEP_LOGS = bool(os.environ.get("ATTN_TEST_KEEP_LOGS"))
+
+
+def launch(log_dir: Path, cache_dir: str | None = None, env: dict[str, str] | None = None) -> AppServer:
+    """bench/launch.py's launch, with an analysis store of the server's own in `log_dir`: what
+    one test server stores, no other test and no later run sees (the presets' shipped
+    records still answer, as on a fresh Space)."""
+    return launch_app(log_dir, cache_dir, {"ATTN_STORE_DIR": str(Path(log_dir) / "store"), **(env or {})})
 
 
 def start_app(attempts: int = 3) -> AppServer:

@@ -128,6 +128,19 @@ def wait_rendered(root) -> None:
     expect(root.locator("#overview").locator(".attn-heatmap, img").first).to_be_visible(timeout=T)
 
 
+def pick_preset(root, name: str) -> None:
+    """Click a preset and wait until its own analysis is drawn: the page may already show
+    another (the first preset is drawn before any click, from the analysis store)."""
+    root.locator(PRESET[name]).click()
+    wait_until(lambda: shown_prompt(root) == PROMPT[name], f"the {name} preset's tokens")
+    wait_rendered(root)
+
+
+def shown_prompt(root) -> str:
+    """The prompt the highlighted tokens show (<BOS> left out)."""
+    return "".join(root.locator("#tokens .attn-tok").evaluate_all("els => els.map(e => e.textContent)")[1:])
+
+
 def change_of(what: str, read, before: str) -> str:
     return wait_until(lambda: (lambda now: now if now != before else None)(read()), f"{what} to change")
 
@@ -225,8 +238,7 @@ def assert_injection_inert(page: Page, text: str) -> None:
 
 def test_preset_shows_figure_tokens_continuation_and_topk(page, app):
     open_app(page, app)
-    page.click(PRESET["Thirsty"])
-    wait_rendered(page)
+    pick_preset(page, "Thirsty")
     expect(page.locator("#prompt textarea")).to_have_value(THIRSTY)
     expect(page.locator("#continuation")).to_contain_text(THIRSTY + " water")
     expect(page.locator("#topk")).to_contain_text("' water'")
@@ -256,8 +268,7 @@ def test_preset_shows_figure_tokens_continuation_and_topk(page, app):
 
 def test_moving_the_layer_slider_redraws_without_running_the_model(page, app):
     open_app(page, app)
-    page.click(PRESET["Hungry"])
-    wait_rendered(page)
+    pick_preset(page, "Hungry")
     assert layer_info(page).startswith("Layer 12 of 17")
     calls = app.stats()["forward_calls"]
     fig = figure_id(page)
@@ -309,8 +320,7 @@ def test_deep_link_opens_exactly_that_view(page, app):
 def test_copy_link_reproduces_the_view(page, context, app):
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url.rstrip("/"))
     open_app(page, app)
-    page.click(PRESET["Hungry"])
-    wait_rendered(page)
+    pick_preset(page, "Hungry")
     set_layer(page, 7)
     pick_head(page, "Head 1")
     expect(page.locator("#layer-info")).to_contain_text("head 1", timeout=T)
@@ -337,7 +347,7 @@ def test_copy_link_reproduces_the_view(page, context, app):
     expect(other.locator("#prompt textarea")).to_have_value(HUNGRY)
     expect(other.locator("#head input")).to_have_value("Head 1")
     expect(other.locator("#bos input[value=hide]")).to_be_checked()
-    assert layer_info(other) == info
+    wait_until(lambda: layer_info(other) == info, "the link's view")  # not the first preset drawn before it
     assert figure_id(other) == fig  # the very same picture
     assert token_weights(other) == weights
 
@@ -351,8 +361,7 @@ def test_removing_tokens_checks_the_attention_and_measures_switch_without_the_mo
     """The student's path: " thirsty" gets the attention; one button shows whether removing
     it changes " water"; value-weighted attention shrinks the <BOS> sink; nothing re-runs."""
     open_app(page, app)
-    page.click(PRESET["Thirsty"])
-    wait_rendered(page)
+    pick_preset(page, "Thirsty")
     expect(page.locator("#ablation")).to_contain_text("Check by removing tokens")
     before = app.stats()
     weights = token_weights(page)
@@ -429,8 +438,7 @@ def test_app_renders_inside_an_iframe(page, app, host_page_url):
     frame = page.frame_locator("#app-frame")
     expect(frame.locator("#analyze")).to_be_visible(timeout=T)
     expect(frame.locator("#prompt textarea")).not_to_have_value("", timeout=T)
-    frame.locator(PRESET["Artist passage"]).click()
-    wait_rendered(frame)
+    pick_preset(frame, "Artist passage")
     expect(frame.locator("#prompt textarea")).to_have_value(ARTIST)
     expect(frame.locator("#continuation")).to_contain_text("beauty of the")
     expect(frame.locator("#tokens .attn-tok")).to_have_count(len(token_weights(frame)))
@@ -464,11 +472,13 @@ def test_deep_link_script_injection_renders_as_text(page, app):
 
 def test_empty_prompt_shows_a_readable_error(page, app):
     open_app(page, app)
+    wait_rendered(page)  # the first preset, drawn from the store
+    fig = figure_id(page)
     page.locator("#prompt textarea").fill("   ")
     page.click("#analyze")
     expect(page.get_by_test_id("toast-body").first).to_contain_text(
         "The prompt is empty: type some text to analyse.", timeout=T)
-    assert page.locator("#figure img").count() == 0
+    assert figure_id(page) == fig and shown_prompt(page) == HUNGRY  # nothing new drawn, nothing lost
 
 
 def test_deep_link_with_bad_values_falls_back(page, app):
@@ -495,8 +505,7 @@ MISTAKES = {
 
 def test_a_mistake_keeps_the_last_analysis_and_the_controls_usable(page, app):
     open_app(page, app)
-    page.click(PRESET["Thirsty"])
-    wait_rendered(page)
+    pick_preset(page, "Thirsty")
     good_tokens = token_weights(page)
 
     for layer, (name, (prompt, message)) in zip((3, 5), MISTAKES.items()):
@@ -561,8 +570,12 @@ def test_a_fresh_page_is_usable_while_the_model_loads(browser, loading_app):
         expect(page.locator("#model-status")).to_contain_text("loading", timeout=T)
         assert_controls_ready(page)
         expect(page.locator("#layer input[type=number]")).to_have_value("12")  # the first preset's layer
-        # Asking for an analysis shows its progress where the prediction will appear.
-        page.click(PRESET["Thirsty"])
+        wait_rendered(page)  # the first preset, drawn from the shipped records: no model needed
+        assert shown_prompt(page) == HUNGRY
+        pick_preset(page, "Thirsty")  # another preset: from the store too, while the model loads
+        # Asking for a new analysis shows its progress where the prediction will appear.
+        page.locator("#prompt textarea").fill("A prompt the store has never seen")
+        page.click("#analyze")
         wait_until(lambda: progress_shown(page, "#continuation"), "progress over the prediction")
         assert_controls_ready(page)
         assert error_texts(page) == []
@@ -575,8 +588,7 @@ def test_a_fresh_page_is_usable_while_the_model_loads(browser, loading_app):
 
 def test_download_this_view_gives_the_four_files(page, app, tmp_path):
     open_app(page, app)
-    page.click(PRESET["Thirsty"])
-    wait_rendered(page)
+    pick_preset(page, "Thirsty")
     measure_is(page, "Value-weighted", "value-weighted")
     page.click("#export")
     links = page.locator("#export-files a[download]")
@@ -627,8 +639,7 @@ def test_a_compare_link_opens_both_diagrams_and_the_difference_strip(page, app):
 
 def test_generate_five_tokens_and_step_to_the_third_without_the_model(page, app):
     open_app(page, app)
-    page.click(PRESET["Thirsty"])
-    wait_rendered(page)
+    pick_preset(page, "Thirsty")
     page.click("#continue")  # the accordion
     set_number(page, "n-new", 5)
     page.click("#analyze")
@@ -656,8 +667,7 @@ def test_generate_five_tokens_and_step_to_the_third_without_the_model(page, app)
 
 def test_words_merge_pieces_and_sum_their_attention(page, app):
     open_app(page, app)
-    page.click(PRESET["Thirsty"])
-    wait_rendered(page)
+    pick_preset(page, "Thirsty")
     pieces = token_weights(page)
     texts = page.locator("#tokens .attn-tok").all_inner_texts()
     assert texts[1:3] == ["J", "ide"]
@@ -675,3 +685,47 @@ def test_words_merge_pieces_and_sum_their_attention(page, app):
     expect(toks).to_have_count(10, timeout=T)  # the exact per-token numbers, one toggle away
     assert app.stats()["forward_calls"] == calls
     assert page.recorder.errors == []
+
+
+# ---- the page after a restart (issue 21): drawn from the analysis store, no model ---------------
+
+
+def test_the_page_comes_up_with_the_first_preset_drawn(page, app):
+    before = app.stats()
+    open_app(page, app)
+    wait_rendered(page)
+    assert shown_prompt(page) == HUNGRY
+    expect(page.locator("#continuation")).to_contain_text(HUNGRY)
+    expect(page.locator("#look-for")).to_contain_text("What to look for")
+    assert layer_info(page).startswith("Layer 12 of 17")
+    assert app.stats()["forward_calls"] == before["forward_calls"]
+    assert page.recorder.errors == []
+
+
+def test_the_first_sight_is_in_the_page_itself_not_in_a_later_event(browser, app):
+    """With JavaScript's network cut after the page's own files (no queue, no events), the
+    figure is there: a course page that embeds the demo never shows an empty frame."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route("**/gradio_api/queue/**", lambda route: route.abort())  # no event can answer
+        page.goto(app.url)
+        wait_rendered(page)
+        assert shown_prompt(page) == HUNGRY
+    finally:
+        context.close()
+
+
+def test_a_deep_link_to_a_stored_view_opens_drawn_without_the_model(page, app):
+    before = app.stats()
+    open_app(page, app, {"prompt": ARTIST, "model": MODEL, "layer": 3, "head": 1, "bos": "exclude"})
+    expect(page.locator("#layer-info")).to_contain_text("Layer 3 of 17", timeout=T)
+    wait_rendered(page)
+    assert shown_prompt(page) == ARTIST
+    info = layer_info(page)
+    assert "head 1" in info, info
+    assert sum(token_weights(page)) == pytest.approx(1.0, abs=1e-4)  # exclude: renormalised without <BOS>
+    fig = figure_id(page)
+    after = app.stats()
+    assert after["forward_calls"] == before["forward_calls"] and after["store"]["hits"] > before["store"]["hits"]
+    assert figure_id(page) == fig and page.recorder.errors == []

@@ -48,19 +48,18 @@ def close(shipped, computed, path: str = "") -> list[str]:
     return [] if shipped == computed else [f"{path}: {shipped!r} vs {computed!r}"]
 
 
-@pytest.mark.slow  # three analyses and three ablations of the bundled model: about 15 s of CPU
+@pytest.mark.slow  # an analysis of the bundled model each: a few seconds of CPU
 @pytest.mark.parametrize("prompt", PRESETS, ids=[e["name"] for e in EXAMPLES])
 def test_the_shipped_records_match_what_the_engine_computes(bundled_f32, prompt):
     engine = engine_with(bundled_f32)  # no store: computed now
     shipped = Store(None, 1 << 30, [SHIPPED])
     ident = identity.identify(BUNDLED, Settings(device="cpu"))
-    for kind, compute in (("analysis", engine.analyze), ("ablation", engine.ablate)):
-        asked = getattr(stored, kind)(BUNDLED, prompt)
-        record = shipped.get(StoreKey(kind, ident, asked.texts, asked.options), stored.TYPES[kind])
-        assert record is not None, f"no shipped {kind}: run python -m attn warm --store attn/shipped --exact"
-        differences = close(record, compute(prompt, BUNDLED))
-        assert differences == [], f"the shipped {kind} is stale (python -m attn warm --store attn/shipped --exact): " \
-                                  + "; ".join(differences[:10])
+    asked = stored.analysis(BUNDLED, prompt)
+    record = shipped.get(StoreKey(asked.kind, ident, asked.texts, asked.options), stored.TYPES[asked.kind])
+    remake = "python -m attn warm --store attn/shipped --exact --no-ablate"
+    assert record is not None, f"no shipped analysis: run {remake}"
+    differences = close(record, engine.analyze(prompt, BUNDLED))
+    assert differences == [], f"the shipped analysis is stale ({remake}): " + "; ".join(differences[:10])
 
 
 def run_warm(*args: str, store: Path) -> subprocess.CompletedProcess:

@@ -226,7 +226,7 @@ class Engine:
     def cached_ablation(self, prompt: str, model_name: str) -> Ablation | None:
         """The ablation if it is cached or stored (for views: never runs the model)."""
         found = self.cache.get(("ablation", model_name, prompt))
-        if found is None and (found := self.stored.get(stored.ablation(model_name, prompt), count=False)):
+        if found is None and (found := self.stored.get(stored.ablation(model_name, prompt), misses=False)):
             self.cache.put(("ablation", model_name, prompt), found)
         return found
 
@@ -308,7 +308,7 @@ class Engine:
                 key, asked = (model_name, prompt), stored.analysis(model_name, prompt)
         except (AttnError, TypeError, ValueError):
             return False
-        if key not in self.cache and (found := self.stored.get(asked, count=False)) is not None:
+        if key not in self.cache and (found := self.stored.get(asked, misses=False)) is not None:
             self.cache.put(key, found)
         return key in self.cache
 

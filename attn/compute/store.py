@@ -104,15 +104,15 @@ class Store:
         self._stats = StoreStats(max_bytes=self.max_bytes)
 
     # ---- reading ---------------------------------------------------------------------------
-    def get(self, key: StoreKey, expect: type, *, count: bool = True):
-        """The stored answer for `key` (an instance of `expect`), or None."""
+    def get(self, key: StoreKey, expect: type, *, misses: bool = True):
+        """The stored answer for `key` (an instance of `expect`), or None; counted as a hit, or
+        (with `misses`: a lookup the answer is then computed after) a miss."""
         for layer in self.layers:
             value = self._read(layer, key, expect, own=layer == self.directory)
             if value is not None:
-                if count:
-                    self._count("hits")
+                self._count("hits")
                 return value
-        if count:
+        if misses:
             self._count("misses")
         return None
 

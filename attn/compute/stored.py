@@ -83,11 +83,12 @@ class StoredAnswers:
         ident = self._identify(asked.model, self._loaded(asked.model))
         return None if ident is None else StoreKey(asked.kind, ident, asked.texts, asked.options)
 
-    def get(self, asked: Asked, *, count: bool = True):
+    def get(self, asked: Asked, *, misses: bool = True):
         """The stored answer, or None (also when it is longer than this engine's token limit:
-        computing it then refuses it with the usual message)."""
+        computing it then refuses it with the usual message). `misses`: count a miss (a
+        lookup the answer is computed after; not a peek)."""
         key = self.key(asked)
-        found = None if key is None else self.store.get(key, TYPES[asked.kind], count=count)
+        found = None if key is None else self.store.get(key, TYPES[asked.kind], misses=misses)
         if found is not None and not isinstance(found, Ablation):
             if any(len(ids) > self._max_tokens for ids in ids_of(found)):
                 return None

@@ -246,7 +246,7 @@ class Handlers:
             gr.Warning(escape(note))
         spec, view = REGISTRY[link.model], link.view
         c = link.continuation
-        return self._unless_known(link) | {
+        return {
             ui.prompt: link.prompt or self.examples[0]["prompt"],
             ui.model: gr.update(value=link.model),
             ui.layer: gr.update(maximum=spec.num_layers - 1, value=view.layer),
@@ -264,16 +264,25 @@ class Handlers:
             ui.continue_box: gr.update(open=c is not None),
             ui.autorun: bool(link.prompt),
             ui.status: self.model_status(link.model),
-        }
+        } | self._link_view(link)
 
-    def _unless_known(self, link) -> dict:
-        """The first preset's views (the page's first sight) cleared, when a link asks for an
-        answer that needs the model: never shown beside the link's prompt while it loads."""
+    def _link_view(self, link) -> dict:
+        """The page's first sight replaced in the same event that sets the link's controls: by
+        the link's view, drawn when its answer is known without the model (the cache or the
+        store); else cleared, never shown beside the link's prompt while the model loads."""
         ui, c = self.ui, link.continuation
-        if not link.prompt or self.engine.has_answer(
-                link.prompt, link.model, compare=link.compare, max_new_tokens=1 if c is None else c.max_new_tokens,
-                temperature=0.0 if c is None else c.temperature, seed=0 if c is None or c.seed is None else c.seed):
+        if not link.prompt:
             return {}
+        n, t, seed = (1, 0.0, 0) if c is None else (c.max_new_tokens, c.temperature, c.seed or 0)
+        if self.engine.has_answer(link.prompt, link.model, compare=link.compare, max_new_tokens=n, temperature=t,
+                                  seed=seed):
+            view, head = link.view, head_choice(link.view.head)
+            drawn = self.on_analyze(link.prompt, link.model, view.layer, head, None, bool(link.compare), link.compare,
+                                    n, t, seed, link.step, progress=lambda *args, **kwargs: None)
+            if drawn.get(ui.shown) is not None:
+                step = drawn[ui.step].get("value", 0) if isinstance(drawn[ui.step], dict) else 0
+                return drawn | self.on_view(drawn[ui.shown], step, view.layer, head, view.bos, view.show_all,
+                                            view.measure, link.words) | {ui.autorun: False}
         waiting = '<div class="attn-hint">Analyzing the link\'s prompt: the prediction appears here.</div>'
         return {ui.shown: None, ui.summary: waiting, ui.topk: "", ui.figure: "", ui.tokens_view: "", ui.overview: "",
                 ui.layer_info: "", ui.look_for: "", ui.ablation: ABLATION_HINT}

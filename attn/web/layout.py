@@ -102,9 +102,9 @@ class Ui:
         return [self.prompt, self.model, self.layer, self.head, self.bos, self.show_all, self.measure, self.by_words,
                 self.compare_on, self.prompt_b, self.n_new, self.temperature, self.seed, self.step,
                 self.continue_box, self.autorun, self.status,
-                # the first sight, cleared for a link whose answer needs the model (Handlers.on_load)
+                # the first sight, replaced by the link's view or cleared (Handlers.on_load)
                 self.shown, self.summary, self.topk, self.figure, self.tokens_view, self.overview, self.layer_info,
-                self.look_for, self.ablation]
+                self.look_for, self.ablation, self.link_query, self.note]
 
 
 def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
