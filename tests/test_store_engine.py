@@ -149,6 +149,14 @@ def test_the_planned_device_is_where_the_model_loads(bundled):
     assert loaded.dtype == bundled.dtype and loaded.digest == planned.digest
 
 
+def test_the_identity_is_known_while_the_background_load_is_half_way_through_importing_torch(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # no .cuda yet
+    assert identity.identify(BUNDLED, Settings()).dtype in ("float32", "bfloat16")
+
+
 def test_the_bundled_models_digest_is_its_ggufs_and_needs_no_torch():
     import subprocess
     import sys

@@ -8,6 +8,7 @@ computation the key is taken again, from the loaded model's own dtype and device
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +22,8 @@ from attn.compute.generation import Continuation, Generation
 from attn.compute.store import Store, StoreKey, StoreStats
 from attn.model.identity import ModelIdentity
 from attn.model.loading import LoadedModel
+
+log = logging.getLogger(__name__)
 
 # (model name, the loaded model or None) -> the identity records are keyed by, or None while
 # it cannot be known (attn/model/identity.py identify).
@@ -78,9 +81,15 @@ class StoredAnswers:
         self._identify, self._max_tokens, self._loaded = identify, max_tokens, loaded
 
     def key(self, asked: Asked) -> StoreKey | None:
+        """The key `asked` is stored under; None without a store, or while the model's identity
+        cannot be known (never an error: the store must not break an answer)."""
         if self.store is None:
             return None
-        ident = self._identify(asked.model, self._loaded(asked.model))
+        try:
+            ident = self._identify(asked.model, self._loaded(asked.model))
+        except Exception:
+            log.exception("The analysis store cannot identify %s: answers are computed", asked.model)
+            return None
         return None if ident is None else StoreKey(asked.kind, ident, asked.texts, asked.options)
 
     def get(self, asked: Asked, *, misses: bool = True):

@@ -9,14 +9,13 @@ without waiting for that model to load or for torch and transformers to import.
   been downloaded; a local directory's, its files' names, sizes and modification times.
 - The device kind follows loading.pick_device without importing torch: the setting, then
   ZeroGPU (cuda), then a loaded NVIDIA driver with a GPU. Once the model has loaded, its
-  real device and dtype are used instead (`of_loaded`).
+  real device and dtype are used instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +39,14 @@ class ModelIdentity:
 
 
 def planned_device(settings: Settings) -> tuple[str, str]:
-    """(device kind, dtype) the loader will pick (loading.pick_device), without torch
-    unless it is already imported."""
+    """(device kind, dtype) the loader will pick (loading.pick_device), without torch: it
+    may be half imported by the model's background load, and importing it takes seconds.
+    Where a driver sees a GPU that torch cannot use (a CPU-only torch), this says cuda and
+    finds no record until the model has loaded; it never serves another dtype's answer to
+    a loaded model."""
     device = settings.device
     if not device:
-        if settings.zero_gpu:
-            device = "cuda"
-        elif "torch" in sys.modules:
-            device = "cuda" if sys.modules["torch"].cuda.is_available() else "cpu"
-        else:
-            device = "cuda" if _nvidia_gpu() else "cpu"
+        device = "cuda" if settings.zero_gpu or _nvidia_gpu() else "cpu"
     kind = "cuda" if device.startswith("cuda") else device.split(":")[0]
     return kind, ("bfloat16" if kind == "cuda" else "float32")
 
