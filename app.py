@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("app")
 HERE = Path(__file__).parent
+LOAD_AFTER_S = 2.0  # the default model's background load starts this long after the server answers
 
 
 def examples() -> list[dict]:
@@ -76,7 +77,10 @@ def main() -> None:
 
     page.blocks.launch(share=False, css=CSS, ssr_mode=False, footer_links=["api"], prevent_thread_lock=True)
     if not settings.zero_gpu:
-        page.engine.preload(settings.default_model)  # after the server answers: start-up is not held up by it
+        # After the server answers, and after its first requests: importing transformers holds
+        # the GIL for seconds, which would slow the answers the store gives without the model
+        # (bench/README.md, "serve, then load"). A request that needs the model loads it at once.
+        page.engine.preload(settings.default_model, after=LOAD_AFTER_S)
     page.blocks.block_thread()
     del converter  # held until the server stops: the conversion runs on its own meanwhile
 

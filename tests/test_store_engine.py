@@ -243,3 +243,16 @@ def test_a_link_replaces_the_first_sight_in_the_event_that_sets_its_controls(tmp
     assert drawn[ui.layer_info].startswith("**Layer 3** of 17") and "head 1" in drawn[ui.layer_info]
     assert "data:image/" in drawn[ui.figure] and "layer=3" in drawn[ui.link_query]
     assert page.engine.status(BUNDLED)[0] == "not loaded" and page.engine.forward_calls == 0
+
+
+def test_a_delayed_background_load_waits_but_a_request_that_needs_the_model_loads_it_at_once(gpt2, tmp_path):
+    """app.main starts the load after the server's first requests (serve, then load)."""
+    loads = []
+    engine = store_engine(lambda name, progress: loads.append(name) or gpt2, tmp_path)
+    timer = engine.preload(BUNDLED, after=60)
+    try:
+        assert engine.status(BUNDLED)[0] == "not loaded" and loads == []
+        engine.analyze("A new prompt", BUNDLED)
+        assert loads == [BUNDLED] and engine.is_ready(BUNDLED)
+    finally:
+        timer.cancel()

@@ -135,8 +135,9 @@ class Engine:
         self._progress[name] = message
         log.info("[%s] %s", name, message)
 
-    def preload(self, name: str) -> threading.Thread:
-        """Start loading in the background so the server can answer meanwhile."""
+    def preload(self, name: str, after: float = 0.0) -> threading.Thread:
+        """Start loading in the background so the server can answer meanwhile; `after` seconds
+        from now (a request that needs the model sooner loads it at once)."""
 
         def run():
             try:
@@ -144,7 +145,8 @@ class Engine:
             except Exception:  # remembered in self._errors; reported by status()
                 pass
 
-        thread = threading.Thread(target=run, name=f"load-{name}", daemon=True)
+        thread = threading.Timer(after, run) if after > 0 else threading.Thread(target=run)
+        thread.name, thread.daemon = f"load-{name}", True
         thread.start()
         return thread
 
