@@ -143,15 +143,18 @@ class AppServer:
                 shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
 
-def launch(log_dir: Path, cache_dir: str | None = None, env: dict[str, str] | None = None) -> AppServer:
+def launch(log_dir: Path, cache_dir: str | None = None, env: dict[str, str] | None = None,
+           code: str | None = None) -> AppServer:
     """Start `python app.py` on a free port, logging to `log_dir`; does not wait. `env`:
-    variables set on top of child_env's."""
+    variables set on top of child_env's; `code`: run `python -c code` instead (a variant of
+    the app, e.g. with one of its constants changed, then app.main())."""
     port = free_port()
     log_path = log_dir / f"app-{port}.log"
     log_file = open(log_path, "w", encoding="utf-8")
     t0 = time.monotonic()
+    command = [sys.executable, str(ROOT / "app.py")] if code is None else [sys.executable, "-c", code]
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env={**child_env(port, cache_dir), **(env or {})},
+        command, cwd=str(ROOT), env={**child_env(port, cache_dir), **(env or {})},
         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
     )
     return AppServer(port=port, proc=proc, log_path=log_path, _log_file=log_file, t0=t0)

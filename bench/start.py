@@ -38,13 +38,14 @@ def client(url: str):
 
 
 def measure_launch(apps: list, log_dir: Path, cache_dir: str | None = None, ready_timeout: float = 600,
-                   prompts: tuple[str, ...] = (ARTIST,), store: Path | None = None) -> dict:
-    """Start app.py (its analysis store in `store`, default log_dir/store); seconds from Popen
-    to GET / == 200, to model ready, and to the answer of each of `prompts`' /analyze, all
-    sent at once (one client each) as soon as the page answered. The app is left running."""
+                   prompts: tuple[str, ...] = (ARTIST,), store: Path | None = None, code: str | None = None) -> dict:
+    """Start app.py (its analysis store in `store`, default log_dir/store; `code`: a variant,
+    see launch); seconds from Popen to GET / == 200, to model ready, and to the answer of each
+    of `prompts`' /analyze, all sent at once (one client each) as soon as the page answered.
+    The app is left running."""
     env = {"ATTN_STORE_DIR": str(store or log_dir / "store")}
     for attempt in range(3):
-        app = launch(log_dir, cache_dir, env)
+        app = launch(log_dir, cache_dir, env, code)
         apps.append(app)
         try:
             t_http = app.wait_http(timeout=180, poll=0.05)
@@ -137,7 +138,30 @@ def phase_start(rep: Report, ctx: dict, launches: int) -> None:
               f"({each(fmt_s(r['answers_s'][0]) for r in runs)})", first <= START_FIRST_ANSWER_S)
     rep.check("1 start", "second launch: model ready (/stats), loaded in the background", fmt_s(med(r["ready_s"]
               for r in runs)), "from process start", None)
+    serve_then_load(rep, ctx, launches, typed, store)
     import_floor(rep, launches)
+
+
+# app.py with its background load started at once, as before issue 21 (LOAD_AFTER_S = 0).
+LOAD_AT_ONCE = "import app; app.LOAD_AFTER_S = 0; app.main()"
+
+
+def serve_then_load(rep: Report, ctx: dict, reps: int, typed: str, store: Path) -> None:
+    """Why the load waits: a stored answer with the model's background load started at once
+    against 2 s after the server answers (app.py as it is), launches interleaved."""
+    times: dict[str, list[float]] = {"at once": [], "after 2 s": []}
+    for i in range(reps):
+        for name, code in (("at once", LOAD_AT_ONCE), ("after 2 s", None))[:: 1 if i % 2 == 0 else -1]:
+            res = measure_launch(ctx["apps"], ctx["tmp"], prompts=(ARTIST, typed), store=store, code=code)
+            res.pop("app").stop()
+            times[name].append(max(res["answers_s"]) - res["http_s"])
+    rep.raw["start.serve_then_load"] = times
+    at_once, later = med(times["at once"]), med(times["after 2 s"])
+    rep.check("1 start", "serve, then load: both stored answers after the page, the model's background load "
+              "started at once vs 2 s after the server answers (app.py)", f"{fmt_s(at_once)} vs {fmt_s(later)}",
+              f"{at_once / later:.2f}x slower at once (median of {reps} interleaved launches each: "
+              f"{', '.join(fmt_s(x) for x in times['at once'])} vs {', '.join(fmt_s(x) for x in times['after 2 s'])})",
+              None)
 
 
 # What app.py cannot start without, each imported alone in a fresh interpreter: the floor

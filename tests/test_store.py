@@ -243,3 +243,28 @@ def test_the_index_entry_is_plain_text_and_the_header_names_the_key(tmp_path):
     with zipfile.ZipFile(tmp_path / "records" / f"{address}.npz") as z:  # arrays and the header, nothing else
         assert {n.removesuffix(".npy") for n in z.namelist()} >= {"header", "digest"}
     json.dumps(header)  # plain JSON
+
+
+def test_a_record_with_a_valid_digest_but_a_malformed_tree_is_dropped(tmp_path):
+    """A digest is not a signature: bytes made to pass it are still checked node by node."""
+    s, a = Store(tmp_path, 1 << 20), full_analysis()
+    s.put(key(), ids(a), a)
+    (path,) = (tmp_path / "records").iterdir()
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    header = json.loads(entries["header"].tobytes())
+    header["value"]["fields"]["spans"] = {"$tuple": 5}  # not a list
+    entries["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    entries["digest"] = np.frombuffer(record.digest_of(entries["header"].tobytes(), {
+        k: v for k, v in entries.items() if k not in ("header", "digest")}).encode(), np.uint8)
+    np.savez_compressed(path, **entries)
+    assert s.get(key(), Analysis) is None and not path.exists() and s.stats().dropped == 1
+
+
+def test_a_value_the_format_cannot_hold_is_kept_in_memory_only(tmp_path, caplog):
+    s = Store(tmp_path, 1 << 20)
+    odd = dataclasses.replace(full_analysis(), tokens={"a set"})
+    with caplog.at_level(logging.WARNING, logger="attn.compute.store"):
+        assert not s.put(key(), ids(odd), odd) and not s.put(key(), ids(odd), odd)
+    assert len([m for m in caplog.messages if "cannot store" in m]) == 1
+    assert s.stats().writable and not (tmp_path / "records").exists()

@@ -143,8 +143,9 @@ class Store:
                 raise RecordError("its contents do not match its name (foreign or damaged)")
             if fields.get("version") != VERSION:
                 raise RecordError(f"an older version ({fields.get('version')})")
-        except (RecordError, TypeError, ValueError) as exc:
-            return self._drop(path, str(exc), own)
+        except Exception as exc:  # untrusted bytes: whatever fails, the record is not used
+            why = str(exc) if isinstance(exc, RecordError) else f"malformed ({type(exc).__name__})"
+            return self._drop(path, why, own)
         if fields != key.fields() or header.get("texts") != list(key.texts):
             # A valid record of another key (another model, dtype, or a prompt with the same
             # ids): this index entry is what is wrong.
@@ -156,11 +157,14 @@ class Store:
                 os.utime(path)  # used now: evicted last
         return value
 
+    def _once(self, message: str, key: str | None = None) -> None:
+        if (key or message) not in self._logged:
+            self._logged.add(key or message)
+            log.warning("Analysis store: %s", message)
+
     def _drop(self, path: Path, why: str, own: bool) -> None:
         """A file that must not be used: removed (from the writable folder), logged once."""
-        if str(path) not in self._logged:
-            self._logged.add(str(path))
-            log.warning("Analysis store: dropped %s: %s; the answer is recomputed", path, why)
+        self._once(f"dropped {path}: {why}; the answer is recomputed", key=str(path))
         self._count("dropped")
         if own:
             with contextlib.suppress(OSError):
@@ -176,7 +180,11 @@ class Store:
         address = content_address(key.fields(), ids)
         header = {"key": key.fields(), "texts": list(key.texts), "ids": [[int(i) for i in row] for row in ids],
                   "address": address}
-        data = record.to_bytes(header, value)
+        try:
+            data = record.to_bytes(header, value)
+        except (TypeError, ValueError) as exc:  # a value the record format cannot hold: kept in memory
+            self._once(f"cannot store a {type(value).__name__}: {exc}")
+            return False
         if len(data) > self.max_bytes:
             return False
         try:
