@@ -245,14 +245,24 @@ def test_a_link_replaces_the_first_sight_in_the_event_that_sets_its_controls(tmp
     assert page.engine.status(BUNDLED)[0] == "not loaded" and page.engine.forward_calls == 0
 
 
-def test_a_delayed_background_load_waits_but_a_request_that_needs_the_model_loads_it_at_once(gpt2, tmp_path):
+def test_a_delayed_background_load_says_loading_and_a_request_that_needs_the_model_loads_it_at_once(gpt2,
+                                                                                                   tmp_path):
     """app.main starts the load after the server's first requests (serve, then load)."""
     loads = []
     engine = store_engine(lambda name, progress: loads.append(name) or gpt2, tmp_path)
     timer = engine.preload(BUNDLED, after=60)
     try:
-        assert engine.status(BUNDLED)[0] == "not loaded" and loads == []
+        assert engine.status(BUNDLED) == ("loading", "Starting") and loads == []
         engine.analyze("A new prompt", BUNDLED)
         assert loads == [BUNDLED] and engine.is_ready(BUNDLED)
     finally:
         timer.cancel()
+
+
+def test_a_preload_without_delay_starts_a_scheduled_load_now(gpt2, tmp_path):
+    """What the page does while a request waits for the model (Handlers._wait_for_model)."""
+    loads = []
+    engine = store_engine(lambda name, progress: loads.append(name) or gpt2, tmp_path)
+    timer = engine.preload(BUNDLED, after=60)
+    engine.preload(BUNDLED).join(timeout=30)
+    assert loads == [BUNDLED] and engine.status(BUNDLED)[0] == "ready" and timer.finished.is_set()

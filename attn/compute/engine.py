@@ -79,6 +79,7 @@ class Engine:
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
         self._progress: dict[str, str] = {}
+        self._scheduled: dict[str, threading.Timer] = {}  # background loads that start a moment later
         self._load_locks = {name: threading.Lock() for name in self.model_names}
         self._run_locks = {name: threading.Lock() for name in self.model_names}
         # Behind the cache, answers kept on disk: found without the model (attn/compute/stored.py).
@@ -137,16 +138,23 @@ class Engine:
 
     def preload(self, name: str, after: float = 0.0) -> threading.Thread:
         """Start loading in the background so the server can answer meanwhile; `after` seconds
-        from now (a request that needs the model sooner loads it at once)."""
+        from now (status says 'loading' meanwhile; a request that needs the model, or a
+        preload without a delay, starts it at once)."""
 
         def run():
             try:
                 self.model(name)
             except Exception:  # remembered in self._errors; reported by status()
                 pass
+            finally:
+                self._scheduled.pop(name, None)
 
+        if after <= 0 and (pending := self._scheduled.pop(name, None)) is not None:
+            pending.cancel()
         thread = threading.Timer(after, run) if after > 0 else threading.Thread(target=run)
         thread.name, thread.daemon = f"load-{name}", True
+        if after > 0:
+            self._scheduled[name] = thread
         thread.start()
         return thread
 
@@ -160,6 +168,8 @@ class Engine:
             return "error", self._errors[name]
         if self._load_locks[name].locked():
             return "loading", self._progress.get(name, "Loading")
+        if name in self._scheduled:
+            return "loading", "Starting"
         return "not loaded", ""
 
     def is_ready(self, name: str) -> bool:

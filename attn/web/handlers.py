@@ -65,12 +65,12 @@ class Handlers:
     # ---- the model, while a request waits for it ------------------------------------------
     def _wait_for_model(self, name: str, progress: gr.Progress) -> None:
         """Show load progress (the bundled model's first-ever start converts for ~1 min)."""
+        if self.engine.status(name)[0] in ("not loaded", "loading"):
+            self.engine.preload(name)  # now, also when app.main scheduled it for a moment later
         while True:
             state, detail = self.engine.status(name)
             if state in ("ready", "error"):
                 return
-            if state == "not loaded":
-                self.engine.preload(name)
             progress(None, desc=f"{REGISTRY[name].label}: {detail or 'loading'}")
             time.sleep(0.3)
 
