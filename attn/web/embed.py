@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-import gradio as gr
-
 from attn.web.link import EMBED, full_query
 
 EMBED_HEAD = f"""
@@ -32,12 +30,17 @@ if (new URLSearchParams(window.location.search).get('{EMBED}') === '1')
 HIDDEN = ("intro", "look-for", "compare-row", "continue", "model", "model-status", "prediction-row",
           "bos", "show-all", "measure", "words-row", "layer-info", "ablate", "ablation", "all-layers", "export-row")
 
+# Gradio repeats each rule of the page's CSS under `.gradio-container... .contain`, which cannot
+# match a class on <html>: so the rules here start from :root, never hide by a bare id.
 EMBED_CSS = (
-    ", ".join(f".attn-embed #{name}" for name in HIDDEN) + " { display: none !important; }\n"
+    ", ".join(f":root.attn-embed #{name}" for name in HIDDEN) + " { display: none !important; }\n"
+    # the wrapper Gradio puts around a form control, when the control is all it holds
+    + ", ".join(f":root.attn-embed .form:has(> #{name}:only-child)" for name in HIDDEN) + " { display: none; }\n"
     + """
-#open-full { display: none; }
-.attn-embed #open-full { display: block; }
-.attn-embed .gradio-container { padding-top: 8px !important; }
+:root:not(.attn-embed) #open-full { display: none; }
+:root.attn-embed #prompt-note:not(:has(.attn-note)) { display: none; }
+:root.attn-embed footer { display: none; }
+:root.attn-embed .gradio-container .main { padding-top: 8px; padding-bottom: 8px; }
 .attn-open-full { font-weight: 600; }
 """
 )
@@ -55,8 +58,3 @@ def full_explorer_html(query: str) -> str:
 def full_explorer_at_load(query: Mapping[str, str]) -> str:
     """The link before the first view is drawn: the page's own query, without `embed`."""
     return full_explorer_html(full_query(query))
-
-
-def on_load(request: gr.Request) -> str:
-    """The page's load event: the link as the page's address has it."""
-    return full_explorer_at_load(dict(request.query_params) if request is not None else {})

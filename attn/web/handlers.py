@@ -34,6 +34,7 @@ from attn.views.summary import generation_html, layer_info_md, model_status_md, 
 from attn.views.tables import compare_table, overview_table, view_table
 from attn.views.view import View, check_view, fit_controls, head_choice, head_choices, parse_head
 from attn.views.view_cache import ViewCache
+from attn.web.embed import full_explorer_at_load
 from attn.web.layout import ABLATION_HINT, ONE_PROMPT_HINT, Ui, preset_layer
 from attn.web.link import read_link
 from attn.web.subject import Shown, Subject
@@ -287,6 +288,10 @@ class Handlers:
             ui.autorun: bool(link.prompt),
             ui.status: self.model_status(link.model),
         }
+
+    def on_load_full_explorer(self, request: gr.Request) -> str:
+        """The embed mode's link to the whole explorer, as the page's address has it."""
+        return full_explorer_at_load(dict(request.query_params) if request is not None else {})
 
     def on_load_analyze(self, run: bool, *args, progress=gr.Progress()):
         """After `on_load`: analyze the link's prompt, when the link had one."""

@@ -48,6 +48,7 @@ A11Y_CSS = """
 .attn-tok[data-percent]::after { content: " (" attr(data-percent) "%)"; }
 .attn-pred::after { content: " (the predicted next token)"; }
 .attn-tok, .attn-pred { position: relative; }
+#tables:not(:has(table)) { display: none; }
 .attn-table th, .attn-table td { border: 1px solid #c8c8c8; padding: 2px 8px; text-align: right; color: #111111;
                                  background: #ffffff; white-space: pre; }
 .attn-table th[scope=row] { text-align: left; font-weight: normal; font-family: ui-monospace, monospace; }

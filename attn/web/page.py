@@ -74,7 +74,7 @@ def wire(blocks: gr.Blocks, ui: Ui, on: Handlers) -> None:
     gr.on([ui.as_table.change, ui.link_query.change], on.on_tables, [*ui.view_inputs, ui.as_table], [ui.tables],
           **quiet)
     ui.link_query.change(embed.full_explorer_html, [ui.link_query], [ui.open_full], **quiet)
-    blocks.load(embed.on_load, None, [ui.open_full], **quiet)
+    blocks.load(on.on_load_full_explorer, None, [ui.open_full], **quiet)
 
     # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
     # No progress: the page is usable while this waits (behind a model load, say).
