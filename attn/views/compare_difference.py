@@ -130,7 +130,7 @@ def _cell(tip: str, token: str, diff: float, colour: tuple[str, str], only: str 
         f'<div class="attn-diff-cell {kind}" data-delta="{diff:.6f}" title="{escape(tip, quote=True)}" '
         f'style="min-width:{CELL_PX}px;text-align:center">{tag}'
         f'<div style="background:{background};color:{ink};padding:2px 3px 4px;font-size:12px;white-space:pre{mark}">'
-        f'{escape(visible(token, 10))}<br><span style="font-size:10px">{shown}</span></div></div>'
+        f'{escape(visible(token, 10))}<br><span style="font-size:10px;color:{ink}">{shown}</span></div></div>'
     )
 
 

@@ -41,6 +41,7 @@ EMBED_CSS = (
 :root.attn-embed #prompt-note:not(:has(.attn-note)) { display: none; }
 :root.attn-embed footer { display: none; }
 :root.attn-embed .gradio-container .main { padding-top: 8px; padding-bottom: 8px; }
+:root.attn-embed .gradio-container { --layout-gap: 8px; }
 .attn-open-full { font-weight: 600; }
 """
 )

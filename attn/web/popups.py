@@ -60,7 +60,11 @@ POPUP_JS = r"""
     if (shownFor && shownFor !== el) shownFor.removeAttribute('aria-describedby');
     shownFor = el;
     el.setAttribute('aria-describedby', 'attn-popup');
-    const r = el.getBoundingClientRect(), w = p.offsetWidth, h = p.offsetHeight;
+    place();
+  }
+  function place() {  // beside its mark, inside the window
+    if (!shownFor || !shownFor.isConnected) return hide();
+    const p = box(), r = shownFor.getBoundingClientRect(), w = p.offsetWidth, h = p.offsetHeight;
     const left = Math.max(4, Math.min(r.left + r.width / 2 - w / 2, window.innerWidth - w - 4));
     const below = r.bottom + 6 + h <= window.innerHeight;
     p.style.left = left + 'px';
@@ -84,7 +88,8 @@ POPUP_JS = r"""
   });
   document.addEventListener('focusin', e => { const el = markOf(e.target); if (el) show(el); else hide(); });
   document.addEventListener('focusout', e => { if (markOf(e.target) === shownFor) hideSoon(); });
-  window.addEventListener('scroll', () => { if (shownFor && document.activeElement !== shownFor) hide(); }, true);
+  window.addEventListener('scroll', () => { if (shownFor) place(); }, true);
+  window.addEventListener('resize', () => { if (shownFor) place(); });
 
   const STEP = {ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1};
   document.addEventListener('keydown', e => {
