@@ -147,8 +147,9 @@ def at_a_continuation_step(page, app):
 
 
 def with_the_ablation_shown(page, app):
+    """Of Hungry: test_browser.py checks the first ablation of Thirsty on the shared server."""
     open_app(page, app)
-    preset(page)
+    preset(page, "Hungry")
     page.click("#ablate")
     expect(page.locator("#ablation .attn-abl-col")).to_have_count(9)
 
