@@ -36,16 +36,21 @@ def ranks(weights: np.ndarray) -> np.ndarray:
     return 1 + len(weights) - np.searchsorted(ascending, weights, side="right")
 
 
+def _first_upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _token(analysis: Analysis, j: int) -> str:
     text = escape(repr(analysis.tokens[j]))
     return text + " (generated)" if j >= first_generated(analysis) else text
 
 
-def _table(caption: str, label: str, head: list[str], rows: list[list[str]]) -> str:
-    """A captioned table in a focusable box that scrolls (each row's second cell names the row)."""
+def _table(caption: str, label: str, head: list[str], rows: list[list[str]], names: int = 1) -> str:
+    """A captioned table in a focusable box that scrolls; each row's cell `names` names the row."""
     header = "".join(f'<th scope="col">{h}</th>' for h in head)
     body = "".join(
-        f"<tr><td>{cells[0]}</td><th scope=\"row\">{cells[1]}</th>{''.join(f'<td>{c}</td>' for c in cells[2:])}</tr>"
+        "<tr>" + "".join(f'<th scope="row">{c}</th>' if k == names else f"<td>{c}</td>" for k, c in enumerate(cells))
+        + "</tr>"
         for cells in rows
     )
     return (
@@ -63,7 +68,7 @@ def view_table(analysis: Analysis, view: View) -> str:
     unit = "Word" if analysis.words else "Token"
     note = {"gray": "", "hide": " &lt;BOS&gt; is not drawn; its weight is unchanged.",
             "exclude": " &lt;BOS&gt; is excluded and the other weights renormalised."}[view.bos]
-    caption = (f"{escape(view_name(analysis, view)).capitalize()}: the weight each {unit.lower()} gets from the "
+    caption = (f"{_first_upper(escape(view_name(analysis, view)))}: the weight each {unit.lower()} gets from the "
                f"position that predicts {escape(repr(analysis.next_token))}. Rank 1 is the most.{note}")
     rows = [[str(j), _token(analysis, j), f"{weights[j]:.4f}", str(rank[j])] for j in range(analysis.num_tokens)]
     return _table(caption, f"Table: {unit.lower()}s and their weights",
@@ -108,7 +113,7 @@ def lens_table(analysis: Analysis) -> str:
     caption = (f"The logit lens: each layer's own top guess for the next token, and the probability that layer "
                f"already gives the final prediction, {nxt}.")
     return _table(caption, "Table: the logit lens", ["Layer", "Kind", "Top guess", "Its probability",
-                                                     f"Probability of {nxt}"], rows)
+                                                     f"Probability of {nxt}"], rows, names=0)
 
 
 def compare_table(a: Analysis, b: Analysis, alignment: Alignment, view: View) -> str:
@@ -124,7 +129,7 @@ def compare_table(a: Analysis, b: Analysis, alignment: Alignment, view: View) ->
                      "—" if i is None else f"{wa[k]:.4f}", "—" if i is None else str(rank_a[i]),
                      "—" if j is None else f"{wb[k]:.4f}", "—" if j is None else str(rank_b[j]),
                      f"{wb[k] - wa[k]:+.4f}".replace("-", "−")])
-    caption = (f"{escape(view_name(a, view)).capitalize()}, prompt A beside prompt B, token by token (shared "
+    caption = (f"{_first_upper(escape(view_name(a, view)))}, prompt A beside prompt B, token by token (shared "
                f"tokens on one row). A predicts {escape(repr(a.next_token))}, B {escape(repr(b.next_token))}. "
                "Rank 1 is the most in that prompt; a token one prompt lacks counts 0 there.")
     return _table(caption, "Table: prompt A and prompt B's weights",
