@@ -266,3 +266,17 @@ def test_a_preload_without_delay_starts_a_scheduled_load_now(gpt2, tmp_path):
     timer = engine.preload(BUNDLED, after=60)
     engine.preload(BUNDLED).join(timeout=30)
     assert loads == [BUNDLED] and engine.status(BUNDLED)[0] == "ready" and timer.finished.is_set()
+
+
+def test_the_views_ask_the_disk_once_for_an_ablation_it_does_not_have(gpt2, tmp_path, monkeypatch):
+    """A slider move redraws the ablation bars when there are some: on a network volume a
+    lookup per move would cost a round trip each."""
+    engine = store_engine(gpt2, tmp_path)
+    engine.analyze(THIRSTY, BUNDLED)
+    reads = []
+    real = Store._read
+    monkeypatch.setattr(Store, "_read", lambda self, *args, **kwargs: reads.append(1) or real(self, *args, **kwargs))
+    assert engine.cached_ablation(THIRSTY, BUNDLED) is None and engine.cached_ablation(THIRSTY, BUNDLED) is None
+    assert len(reads) == 1
+    engine.ablate(THIRSTY, BUNDLED)  # computed and stored by this process: found from now on
+    assert store_engine(gpt2, tmp_path).cached_ablation(THIRSTY, BUNDLED) is not None

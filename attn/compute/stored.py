@@ -33,6 +33,7 @@ Identify = Callable[[str, "LoadedModel | None"], "ModelIdentity | None"]
 ANALYSIS_OPTIONS = (("full_max_tokens", FULL_MATRIX_MAX_TOKENS), ("top_k", 10))  # forward.forward's top_k
 ABLATION_OPTIONS = (("exhaustive_max_tokens", ablation_mod.EXHAUSTIVE_MAX_TOKENS),
                     ("most_attended", ablation_mod.MOST_ATTENDED))
+ABSENT_MAX = 10_000  # peeks remembered as finding nothing, at most
 TYPES = {"analysis": Analysis, "ablation": Ablation, "generation": Generation, "comparison": Comparison}
 
 
@@ -79,6 +80,9 @@ class StoredAnswers:
                  loaded: Callable[[str], LoadedModel | None]):
         self.store = store if identify is not None else None
         self._identify, self._max_tokens, self._loaded = identify, max_tokens, loaded
+        # Peeks that found nothing (the views ask for a prompt's ablation on every redraw): not
+        # asked of the disk again, which may be a network volume, until this process stores it.
+        self._absent: set[StoreKey] = set()
 
     def key(self, asked: Asked) -> StoreKey | None:
         """The key `asked` is stored under; None without a store, or while the model's identity
@@ -94,10 +98,16 @@ class StoredAnswers:
 
     def get(self, asked: Asked, *, misses: bool = True):
         """The stored answer, or None (also when it is longer than this engine's token limit:
-        computing it then refuses it with the usual message). `misses`: count a miss (a
-        lookup the answer is computed after; not a peek)."""
+        computing it then refuses it with the usual message). `misses`: a lookup the answer is
+        computed after, counted as a miss; without it, a peek (remembered when it finds nothing)."""
         key = self.key(asked)
-        found = None if key is None else self.store.get(key, TYPES[asked.kind], misses=misses)
+        if key is None or (not misses and key in self._absent):
+            return None
+        found = self.store.get(key, TYPES[asked.kind], misses=misses)
+        if found is None and not misses:
+            if len(self._absent) >= ABSENT_MAX:
+                self._absent.clear()
+            self._absent.add(key)
         if found is not None and not isinstance(found, Ablation):
             if any(len(ids) > self._max_tokens for ids in ids_of(found)):
                 return None
@@ -113,6 +123,7 @@ class StoredAnswers:
         key = self.key(asked)
         if key is not None:
             self.store.put(key, (ids or ids_of)(value), value)
+            self._absent.discard(key)
         return value
 
     def stats(self) -> StoreStats | None:
