@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.generate is not None:  # refused before the model loads
             check_continuation(args.generate, args.temperature, args.seed)
         analysis = engine.analyze(args.prompt, args.model)
-        layer = analysis_layer(engine, args)
+        layer = analysis_layer(engine, args, analysis)
         view = check_view(analysis, View(layer=layer, head=args.head, bos=args.bos))
         ablated = engine.ablate(args.prompt, args.model, progress=_progress) if args.ablate else None
         generated = None
@@ -127,10 +127,12 @@ def _progress(done: int, total: int) -> None:
     logging.getLogger(__name__).info("ablation: %d/%d deletions", done, total)
 
 
-def analysis_layer(engine: Engine, args) -> int:
+def analysis_layer(engine: Engine, args, analysis) -> int:
+    """The layer asked for, else the model's suggested one (from the registry: a stored
+    answer needs no model load for it)."""
     if args.layer is not None:
         return args.layer
-    return engine.model(args.model).default_layer
+    return min(max(models.REGISTRY[args.model].default_layer, 0), analysis.num_layers - 1)
 
 
 # ---- python -m attn warm ------------------------------------------------------------------------
