@@ -77,6 +77,7 @@ class Ui:
     export_btn: gr.Button
     exported: gr.File
     autorun: gr.State  # whether a deep link asked for an analysis
+    smaller: gr.Button  # after a GPU refusal: the same prompt on the smaller model (attn/web/refusal.py)
 
     @property
     def view_inputs(self) -> list:
@@ -94,7 +95,8 @@ class Ui:
 
     @property
     def analysis_outputs(self) -> list:
-        return [self.shown, self.summary, self.topk, self.layer, self.head, self.status, self.note, self.step]
+        return [self.shown, self.summary, self.topk, self.layer, self.head, self.status, self.note, self.step,
+                self.smaller]
 
     @property
     def link_outputs(self) -> list:
@@ -121,6 +123,8 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
             prompt = gr.Textbox(examples[0]["prompt"], label="Prompt", lines=3, max_lines=12,
                                 elem_id="prompt", placeholder="Jide was hungry so she went looking for")
             note = gr.HTML(elem_id="prompt-note")
+            smaller = gr.Button("Analyze on the smaller model instead", visible=False, size="sm",
+                                elem_id="smaller-model")
             with gr.Row(elem_id="preset-row"):
                 preset_buttons = [gr.Button(p["name"], size="sm", elem_id=f"preset-{i}")
                                   for i, p in enumerate(examples)]
@@ -188,4 +192,5 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
               summary=summary, topk=topk, layer=layer, head=head, bos=bos, show_all=show_all, measure=measure,
               by_words=by_words, step=step, layer_info=layer_info, figure=figure, tokens_view=tokens_view,
               ablate_btn=ablate_btn, ablation=ablation, overview=overview, link_query=link_query,
-              copy_btn=copy_btn, link=link, export_btn=export_btn, exported=exported, autorun=autorun)
+              copy_btn=copy_btn, link=link, export_btn=export_btn, exported=exported, autorun=autorun,
+              smaller=smaller)
