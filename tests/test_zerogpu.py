@@ -1,4 +1,4 @@
-"""The app on ZeroGPU, through spaces' own code against a fake platform (tests/fake_spaces.py):
+"""The app on ZeroGPU, through spaces' own code against a fake platform (bench/fake_spaces.py):
 forked workers, pickled arguments and results, the queue, quotas, per-thread cuda.
 
 The page is built by app.create_page as on a Space (SPACES_ZERO_GPU on): Gemma 3 1B, the GPU
@@ -37,7 +37,7 @@ HEAD = "Mean over heads"
 
 @pytest.fixture
 def platform(monkeypatch):
-    import fake_spaces
+    from bench import fake_spaces
 
     platform = fake_spaces.install(monkeypatch, fake_spaces.FakePlatform(queue_timeout_s=60))
     yield platform
@@ -75,7 +75,7 @@ def stats(page) -> dict:
 
 def asked(work: Work) -> int:
     """What the platform sees requested for this work: our duration times its factor."""
-    import fake_spaces
+    from bench import fake_spaces
 
     return round(duration.gpu_seconds(work) * fake_spaces.DURATION_FACTOR)
 
@@ -185,7 +185,7 @@ def test_the_gpu_model_is_placed_on_cuda_in_the_main_thread_and_the_cpu_one_neve
 
 
 def test_cuda_outside_the_main_thread_raises_as_on_zerogpu(platform):
-    import fake_spaces
+    from bench import fake_spaces
 
     with ThreadPoolExecutor(1) as pool:
         with pytest.raises(RuntimeError, match="Low-level CUDA init"):

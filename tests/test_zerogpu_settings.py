@@ -16,7 +16,7 @@ import pytest
 import torch
 from spaces.config import boolean as spaces_reads
 
-from attn.compute import duration
+from attn.compute import ablation, duration
 from attn.compute.duration import gpu_seconds
 from attn.compute.jobs import Work, work_of
 from attn.model import loading
@@ -89,6 +89,39 @@ def test_a_calls_work_counts_every_token_it_runs_through_the_model():
     assert work_of("generate", "prompt", encoded, continuation) == Work("generate", 40, 8)
     assert work_of("compare", ("a", encoded), ("b", encoded)) == Work("compare", 80)
     assert work_of("compare", object(), ("b", encoded)) == Work("compare", 40)  # A's analysis was cached
+
+
+# ---- an ablation's batches, sized to the device -------------------------------------------------
+
+
+def gemma_3_1b_on_a_gpu():
+    """Gemma 3 1B's shapes in bfloat16 (no memory: on the meta device), as if on cuda."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from bench.gpu import GEMMA_3_1B
+
+    with torch.device("meta"):
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**GEMMA_3_1B)).to(torch.bfloat16)
+    return loading.LoadedModel(HUB_MODEL, model, None, device="cuda:0", dtype="bfloat16",
+                               layer_types=["local"] * 26)
+
+
+def rows_per_batch(monkeypatch, free_gib: float, n_ids: int = 2048) -> int:
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *args: (int(free_gib * 2**30), 80 * 2**30))
+    return ablation.device_batch_tokens(gemma_3_1b_on_a_gpu(), n_ids) // (n_ids - 1)
+
+
+def test_on_the_cpu_an_ablation_batch_is_the_cpus(bundled_f32):
+    assert ablation.device_batch_tokens(bundled_f32, 2048) == ablation.BATCH_TOKENS
+
+
+def test_on_a_zerogpu_slice_every_deletion_of_a_2048_token_prompt_fits_one_batch(monkeypatch):
+    assert rows_per_batch(monkeypatch, free_gib=69) >= ablation.MOST_ATTENDED
+
+
+def test_less_free_gpu_memory_means_smaller_batches_never_none(monkeypatch):
+    rows = [rows_per_batch(monkeypatch, gib) for gib in (70, 16, 4, 1, 0.01)]
+    assert rows == sorted(rows, reverse=True) and rows[0] > rows[2] and rows[-1] == 1
 
 
 # ---- the switch and the models on the GPU -------------------------------------------------------

@@ -1,4 +1,4 @@
-"""ZeroGPU as the tests run it: spaces' own code, with only the platform faked.
+"""ZeroGPU as the tests and bench/classroom.py run it: spaces' own code, the platform faked.
 
 `spaces` 0.51.3 is installed, and what the app meets on a ZeroGPU Space is its code:
 `spaces.GPU` wraps a function in `zero/wrappers.py`'s `regular_function_wrapper`, which asks
@@ -17,8 +17,9 @@ All of that runs here unchanged. Faked are the two things that need the platform
   Space), a move to cuda is emulated (weights stay on the CPU, which is the fake GPU); from
   any other thread it raises spaces' own "Low-level CUDA init" error, as on ZeroGPU.
 
-`install(monkeypatch, platform)` puts it in place for one test; `platform.visitor(...)` makes
-the calls of a block come from one visitor (each thread has its own).
+`install(patch, platform)` puts it in place (`patch`: pytest's monkeypatch, or `Patches`,
+which undoes its patches on `undo`); `uninstall` stops the workers. `platform.visitor(...)`
+makes the calls of a block come from one visitor (each thread has its own).
 """
 
 from __future__ import annotations
@@ -365,9 +366,26 @@ def _uuid(slot: int) -> str:
 
 # ---- installing it -----------------------------------------------------------------------
 
+
+class Patches:
+    """monkeypatch's setattr and undo, for a script."""
+
+    def __init__(self):
+        self._undo: list = []
+
+    def setattr(self, target, name: str, value) -> None:
+        self._undo.append((target, name, getattr(target, name)))
+        setattr(target, name, value)
+
+    def undo(self) -> None:
+        while self._undo:
+            target, name, value = self._undo.pop()
+            setattr(target, name, value)
+
+
 def install(monkeypatch, platform: FakePlatform) -> FakePlatform:
-    """spaces.GPU as on a ZeroGPU Space, against `platform`, for one test (monkeypatch undoes
-    the patches; the caller closes the platform's workers with `uninstall`)."""
+    """spaces.GPU as on a ZeroGPU Space, against `platform` (`monkeypatch` undoes the patches;
+    `uninstall` stops the platform's workers)."""
     import spaces
 
     api, client, config, wrappers = _spaces_modules(platform.fake_torch)
