@@ -80,6 +80,7 @@ class Engine:
             gpu_models = []
         self._gpu_models = set(self.model_names if gpu_models is None else gpu_models)
         self._pid = os.getpid()
+        self._counting = threading.Lock()
         # On ZeroGPU the accelerator (spaces.GPU) runs a call in a forked worker: its
         # arguments and result are pickled, and nothing it changes here comes back. So it
         # gets only what it needs and returns a value; all bookkeeping stays here.
@@ -170,25 +171,31 @@ class Engine:
         """Run `job` on the model: through the accelerator for a GPU model (no lock: the
         platform queues), else here under its run lock. Counted here; an error that comes
         back as a value is raised here."""
-        counter = JOBS[job].counter
-        if counter is not None:
-            setattr(self, counter, getattr(self, counter) + 1)
-        if model_name in self._gpu_models:
+        if model_name not in self._gpu_models:
+            self._count(JOBS[job].counter, "cpu_calls")
+            with self._run_locks[model_name]:
+                outcome = self._outcome(job, model_name, *args)
+        else:
             work = work_of(job, *args)
-            self.gpu_calls += 1
-            self.gpu_seconds_requested += gpu_seconds(work)
+            self._count(JOBS[job].counter, "gpu_calls", gpu_seconds_requested=gpu_seconds(work))
             try:
                 outcome = self._remote(job, model_name, work, *args)
             except PlatformError as exc:
-                self.refusals[exc.kind] += 1
+                with self._counting:
+                    self.refusals[exc.kind] += 1
                 raise
-        else:
-            with self._run_locks[model_name]:
-                self.cpu_calls += 1
-                outcome = self._outcome(job, model_name, *args)
         if isinstance(outcome, AttnError):
             raise outcome
         return outcome
+
+    def _count(self, *names: str | None, **amounts: int) -> None:
+        """Add one to each counter named (None: none), and each amount to its counter: calls
+        come from many threads, and a GPU call counts outside any run lock."""
+        with self._counting:
+            for name in filter(None, names):
+                setattr(self, name, getattr(self, name) + 1)
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
 
     def _on_gpu(self, job: str, model_name: str, work, *args):
         """A GPU call, where the accelerator runs it (a forked worker on ZeroGPU). `work` is
@@ -259,7 +266,7 @@ class Engine:
     def _ablate_uncached(self, analysis: Analysis, model_name: str, progress) -> Ablation:
         loaded = self.model(model_name)
         ids, next_id = analysis.token_ids.tolist(), analysis.next_token_id
-        self.ablation_calls += 1
+        self._count("ablation_calls")
         return ablation.ablate(loaded, analysis, progress=progress,
                                batch_tokens=ablation.EVERY_ROW if self.uses_gpu(model_name) else None,
                                run=lambda chunk: self._call("ablation", model_name, ids, chunk, next_id))
@@ -328,9 +335,9 @@ class Engine:
         pair = self._call("compare", model_name, side_a, side_b)
         for prompt, new in ((prompt_a, pair.new_a), (prompt_b, pair.new_b)):
             if new is not None:
-                self.forward_calls += 1
+                self._count("forward_calls")
                 self.cache.put((model_name, prompt), new)
-        self.unembed_calls += pair.unembedded
+        self._count("unembed_calls" if pair.unembedded else None)
         a = known_a if pair.new_a is None else pair.new_a
         b = a if side_b is None else (known_b if pair.new_b is None else pair.new_b)
         return Comparison(a=a, b=b, alignment=compare.align(a.tokens, b.tokens),
