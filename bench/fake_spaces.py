@@ -13,7 +13,7 @@ All of that runs here unchanged. Faked are the two things that need the platform
   longer than allowed, the duration factor (1.5, the configs' non-H200 entry), a watchdog
   that aborts a call running past its duration, and a ledger of every request;
 - `spaces.zero.torch` (it cannot even be imported on a CPU-only torch): the per-thread cuda
-  emulation. In the thread that installs it (the main thread, as `import spaces` does on a
+  emulation of bench/fake_cuda.py. In the thread that installs it (the main thread, as `import spaces` does on a
   Space), a move to cuda is emulated (weights stay on the CPU, which is the fake GPU); from
   any other thread it raises spaces' own "Low-level CUDA init" error, as on ZeroGPU.
 
@@ -36,97 +36,15 @@ import threading
 import time
 import types
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
-import torch
-from torch.overrides import TorchFunctionMode
 
-# spaces/zero/torch/patching.py, _cuda_init_raise: what touching cuda outside the emulation raises.
-CUDA_INIT_MESSAGE = ("Low-level CUDA init (`torch._C._cuda_init`) reached. This means ZeroGPU's PyTorch CUDA "
-                     "emulation mode did not intercept a CUDA operation in your code.\n"
-                     "Check this stacktrace to locate the trigger.")
+from bench.fake_cuda import FakeZeroTorch
+
 DURATION_FACTOR = 1.5  # spaces/zero/configs.json: the factor of the entry that is not the H200's
 HANG_TIMEOUT_S = 300  # a call still running after this is aborted, so that a test fails instead of hanging
-
-
-# ---- the cuda emulation (spaces.zero.torch) ------------------------------------------------
-
-
-def _is_cuda(value) -> bool:
-    return (isinstance(value, torch.device) and value.type == "cuda") or (
-        isinstance(value, str) and value.startswith("cuda"))
-
-
-class CudaOnCpu(TorchFunctionMode):
-    """A move to cuda, done on the CPU and counted (the fake GPU's memory is the host's)."""
-
-    def __init__(self, placements: Counter):
-        super().__init__()
-        self.placements = placements
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        moved = False
-        if func is torch.Tensor.cuda:
-            func, args, moved = torch.Tensor.to, (args[0], "cpu"), True
-        if func is torch.Tensor.to and any(_is_cuda(a) for a in args[1:]):
-            args, moved = (args[0], *("cpu" if _is_cuda(a) else a for a in args[1:])), True
-        if _is_cuda(kwargs.get("device")):
-            kwargs["device"], moved = "cpu", True
-        if moved:
-            self.placements[threading.current_thread().name] += 1
-        return func(*args, **kwargs)
-
-
-class FakeZeroTorch(types.ModuleType):
-    """Stands in for `spaces.zero.torch`: what `import spaces` patches on a Space (`patch`,
-    in its thread), and what a worker undoes and sets up (`unpatch`, `init`, `move`)."""
-
-    def __init__(self):
-        super().__init__("spaces.zero.torch")
-        self.placements: Counter = Counter()  # moves to cuda, by thread
-        self._mode: CudaOnCpu | None = None
-        self._lazy_init = torch.cuda._lazy_init
-
-    def patch(self) -> None:
-        self._mode = CudaOnCpu(self.placements)
-        self._mode.__enter__()
-
-        def cuda_init_raise(*args, **kwargs):
-            raise RuntimeError(CUDA_INIT_MESSAGE)
-
-        torch.cuda._lazy_init = cuda_init_raise
-
-    def unpatch(self) -> None:
-        torch.cuda._lazy_init = self._lazy_init
-        if self._mode is not None:
-            with contextlib.suppress(Exception):  # entered in another thread: nothing to leave here
-                self._mode.__exit__(None, None, None)
-            self._mode = None
-
-    def enter_mode(self) -> None:
-        pass
-
-    def init(self, nvidia_uuid: str) -> None:
-        pass  # the fake GPU is the CPU: nothing to start
-
-    def move(self, callback=None) -> None:
-        pass
-
-    @staticmethod
-    def pack() -> int:
-        return 0
-
-    @staticmethod
-    def size() -> int:
-        return 0
-
-    @staticmethod
-    def is_in_bad_fork() -> bool:
-        return False
 
 
 def _spaces_modules(fake_torch: FakeZeroTorch):

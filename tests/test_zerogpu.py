@@ -185,12 +185,9 @@ def test_the_gpu_model_is_placed_on_cuda_in_the_main_thread_and_the_cpu_one_neve
 
 
 def test_cuda_outside_the_main_thread_raises_as_on_zerogpu(platform):
-    from bench import fake_spaces
-
     with ThreadPoolExecutor(1) as pool:
-        with pytest.raises(RuntimeError, match="Low-level CUDA init"):
+        with pytest.raises(RuntimeError, match="Low-level CUDA init .* reached"):
             pool.submit(lambda: torch.zeros(2).to("cuda")).result()
-    assert fake_spaces.CUDA_INIT_MESSAGE.startswith("Low-level CUDA init")
 
 
 def test_a_gpu_model_is_never_loaded_outside_the_main_thread(platform, bundled_f32):
