@@ -280,3 +280,11 @@ def test_the_views_ask_the_disk_once_for_an_ablation_it_does_not_have(gpt2, tmp_
     assert len(reads) == 1
     engine.ablate(THIRSTY, BUNDLED)  # computed and stored by this process: found from now on
     assert store_engine(gpt2, tmp_path).cached_ablation(THIRSTY, BUNDLED) is not None
+
+
+def test_on_zerogpu_the_bundled_model_is_keyed_as_it_runs_on_the_cpu_and_the_gpu_models_on_cuda():
+    settings = Settings(zero_gpu=True)  # the 270M runs on the Space's CPU, Gemma 3 1B on a GPU
+    assert identity.planned_device(settings, BUNDLED) == ("cpu", "float32")
+    assert identity.planned_device(settings, "gemma-3-1b") == ("cuda", "bfloat16")
+    shipped = identity.identify(BUNDLED, settings)
+    assert (shipped.device, shipped.dtype) == (SHIPPED_IDENTITY.device, SHIPPED_IDENTITY.dtype)  # presets answer

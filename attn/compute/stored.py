@@ -19,9 +19,11 @@ from attn.compute.analysis import Analysis
 from attn.compute.compare import Comparison
 from attn.compute.forward import FULL_MATRIX_MAX_TOKENS
 from attn.compute.generation import Continuation, Generation
-from attn.compute.store import Store, StoreKey, StoreStats
+from attn.compute.store import SHIPPED, Store, StoreKey, StoreStats
+from attn.model import identity
 from attn.model.identity import ModelIdentity
 from attn.model.loading import LoadedModel
+from attn.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +121,31 @@ class StoredAnswers:
         found = self.get(asked)
         if found is not None:
             return found
-        value = compute()
+        return self.remember(asked, compute(), ids)
+
+    def remember(self, asked: Asked, value, ids: Callable | None = None):
+        """Store `value`, the answer to `asked`, under the key of the model as it ran; returns it."""
         key = self.key(asked)
         if key is not None:
             self.store.put(key, (ids or ids_of)(value), value)
             self._absent.discard(key)
         return value
 
+    def cached(self, cache, key, asked: Asked):
+        """The answer the engine's `cache` holds under `key`, else a peek at the store, whose
+        answer then goes into the cache; None when neither has it (no model call)."""
+        found = cache.get(key)
+        if found is None and (found := self.get(asked, misses=False)) is not None:
+            cache.put(key, found)
+        return found
+
     def stats(self) -> StoreStats | None:
         return None if self.store is None else self.store.stats()
+
+
+def for_settings(settings: Settings, shipped: bool = True) -> tuple[Store | None, Identify]:
+    """The app's store (settings.store_dir, then attn/shipped/ unless not `shipped`) and how
+    it identifies the registry's models (attn/model/identity.py)."""
+    store = None if settings.store_dir is None else Store(settings.store_dir, settings.store_bytes,
+                                                          [SHIPPED] if shipped else [])
+    return store, lambda name, loaded: identity.identify(name, settings, loaded)

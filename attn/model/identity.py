@@ -8,7 +8,8 @@ without waiting for that model to load or for torch and transformers to import.
 - A hub model's is the snapshot's commit in the Hugging Face cache (refs/main), once it has
   been downloaded; a local directory's, its files' names, sizes and modification times.
 - The device kind follows loading.pick_device without importing torch: the setting, then
-  ZeroGPU (cuda), then a loaded NVIDIA driver with a GPU. Once the model has loaded, its
+  ZeroGPU (cuda for its GPU models, the CPU for the others), then a loaded NVIDIA driver
+  with a GPU. Once the model has loaded, its
   real device and dtype are used instead.
 """
 
@@ -38,15 +39,17 @@ class ModelIdentity:
         return {"model": self.name, "digest": self.digest, "dtype": self.dtype, "device": self.device}
 
 
-def planned_device(settings: Settings) -> tuple[str, str]:
+def planned_device(settings: Settings, name: str | None = None) -> tuple[str, str]:
     """(device kind, dtype) the loader will pick (loading.pick_device), without torch: it
     may be half imported by the model's background load, and importing it takes seconds.
     Where a driver sees a GPU that torch cannot use (a CPU-only torch), this says cuda and
     finds no record until the model has loaded; it never serves another dtype's answer to
     a loaded model."""
     device = settings.device
-    if not device:
-        device = "cuda" if settings.zero_gpu or _nvidia_gpu() else "cpu"
+    if not device and settings.zero_gpu:  # the GPU models on cuda, the others on the Space's CPU
+        device = "cuda" if name is None or settings.uses_gpu(name) else "cpu"
+    elif not device:
+        device = "cuda" if _nvidia_gpu() else "cpu"
     kind = "cuda" if device.startswith("cuda") else device.split(":")[0]
     return kind, ("bfloat16" if kind == "cuda" else "float32")
 
@@ -108,5 +111,5 @@ def identify(name: str, settings: Settings, loaded=None) -> ModelIdentity | None
     if loaded is not None:
         kind = "cuda" if str(loaded.device).startswith("cuda") else str(loaded.device).split(":")[0]
         return ModelIdentity(name, digest, str(loaded.dtype), kind)
-    kind, dtype = planned_device(settings)
+    kind, dtype = planned_device(settings, name)
     return ModelIdentity(name, digest, dtype, kind)
