@@ -38,7 +38,8 @@ def phase_step_and_compare(rep: Report, ctx: dict, reps: int) -> None:
     page, loaded = ctx["page"], ctx["loaded"]
     engine = page.engine
     other = ARTIST.replace(" blue ", " red ")  # one word changed
-    gen_key = Shown(Subject(BUNDLED, ARTIST, generate=(16, 0.0, 0)), generation=engine.generate(ARTIST, BUNDLED, 16))
+    generated = engine.generate(ARTIST, BUNDLED, 16)
+    gen_key = Shown(Subject(BUNDLED, ARTIST, continuation=generated.continuation), generation=generated)
     cmp_key = Shown(Subject(BUNDLED, ARTIST, compare=other), comparison=engine.compare(ARTIST, other, BUNDLED))
     analysis_s, steps, sides = [], [], []
     for i in range(reps):
