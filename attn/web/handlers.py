@@ -323,8 +323,10 @@ class Handlers:
                                     n, t, seed, link.step, progress=lambda *args, **kwargs: None)
             if drawn.get(ui.shown) is not None:
                 step = drawn[ui.step].get("value", 0) if isinstance(drawn[ui.step], dict) else 0
-                return drawn | self.on_view(drawn[ui.shown], step, view.layer, head, view.bos, view.show_all,
-                                            view.measure, link.words) | {ui.autorun: False}
+                views = self.on_view(drawn[ui.shown], step, view.layer, head, view.bos, view.show_all, view.measure,
+                                     link.words)
+                outputs = set(ui.link_outputs)  # what this event may set (the analysis sets a few more)
+                return {c: v for c, v in (drawn | views).items() if c in outputs} | {ui.autorun: False}
         waiting = '<div class="attn-hint">Analyzing the link\'s prompt: the prediction appears here.</div>'
         return {ui.shown: None, ui.summary: waiting, ui.topk: "", ui.figure: "", ui.tokens_view: "", ui.overview: "",
                 ui.layer_info: "", ui.look_for: "", ui.ablation: ABLATION_HINT}
