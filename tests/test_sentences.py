@@ -1,0 +1,87 @@
+"""Sentences (attn/compute/profiles.py): the prompt is cut after every token whose text,
+stripped, ends in ".", "!" or "?"; the rest after the last cut is the last sentence and an
+empty tail is dropped. Ranges are [start, end) over positions 1..T-1 (<BOS> is in none).
+
+The rule is exact, not a sentence parser: "Dr." and "3.14" cut too, as the definition says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from attn.compute.encode import encode
+from attn.compute.profiles import sentence_share, split_sentences
+from attn.views.words import merged
+from helpers import made_up
+
+
+def sentences_of(tokenizer, prompt: str) -> list[str]:
+    """The prompt's sentences as text, through the bundled model's own tokens."""
+    tokens = encode(tokenizer, prompt).tokens
+    return ["".join(tokens[a:b]) for a, b in split_sentences(tokens)]
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("Dr. Smith went home. He slept", ["Dr.", " Smith went home.", " He slept"]),
+    ("Wait... what?! No way", ["Wait...", " what?!", " No way"]),
+    ("no punctuation at all", ["no punctuation at all"]),
+    ("Hi", ["Hi"]),
+    ("It ended.", ["It ended."]),  # ends in punctuation: no empty last sentence
+    ("Stop!\nGo.", ["Stop!", "\nGo."]),
+    ('He said "yes." Then left', ['He said "yes." Then left']),  # '."' ends in a quote, not a full stop
+])
+def test_split_on_the_bundled_tokenizer(gemma_tokenizer, prompt, expected):
+    assert sentences_of(gemma_tokenizer, prompt) == expected
+
+
+def test_ranges_tile_positions_1_to_t_minus_1():
+    tokens = ["<BOS>", "A", ".", " B", "?!", " C", " d"]
+    assert split_sentences(tokens) == [(1, 3), (3, 5), (5, 7)]
+
+
+def test_a_one_token_prompt_is_one_sentence():
+    assert split_sentences(["<BOS>", "Hi"]) == [(1, 2)]
+    assert split_sentences(["<BOS>", "."]) == [(1, 2)]
+
+
+def test_a_token_that_is_only_punctuation_and_space_still_cuts():
+    assert split_sentences(["<BOS>", "Go", " .\n", "Now"]) == [(1, 3), (3, 4)]
+
+
+def test_whitespace_only_tokens_never_cut():
+    assert split_sentences(["<BOS>", "A", "\n\n", "B"]) == [(1, 4)]
+
+
+def test_bos_text_is_not_a_sentence_end_and_never_in_a_sentence():
+    assert split_sentences(["<BOS>"]) == []
+
+
+def test_share_leaves_out_bos_and_renormalises():
+    # Two layers, two heads, T = 5: <BOS>, then sentences [1, 3) and [3, 5).
+    row = np.array([[[0.5, 0.1, 0.1, 0.2, 0.1], [0.3, 0.3, 0.1, 0.2, 0.1]],
+                    [[0.0, 0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.5, 0.0, 0.0]]], dtype=np.float32)
+    share = sentence_share(row, [(1, 3), (3, 5)])
+    assert share.shape == (2, 2) and share.dtype == np.float32
+    np.testing.assert_allclose(share[0], [0.3 / 0.6, 0.3 / 0.6], atol=1e-6)  # mean <BOS> 0.4
+    np.testing.assert_allclose(share[1], [0.75, 0.25], atol=1e-6)
+
+
+def test_a_layer_with_everything_on_bos_has_no_share():
+    row = np.zeros((1, 2, 3), dtype=np.float32)
+    row[..., 0] = 1.0
+    assert np.isnan(sentence_share(row, [(1, 3)])).all()
+
+
+def test_words_keep_the_sentences_and_their_shares():
+    """Merging pieces into words maps each sentence to its words; the shares are unchanged
+    where every sentence end closes a word."""
+    analysis = made_up(["J", "ide", " ate", ".", " She", " slept", "."])
+    tokens = analysis.tokens
+    sentences = split_sentences(tokens)
+    analysis = replace(analysis, sentences=sentences, sentence_share=sentence_share(analysis.last_row, sentences))
+    words = merged(analysis)
+    assert ["".join(words.tokens[a:b]) for a, b in words.sentences] == ["Jide ate.", " She slept."]
+    np.testing.assert_allclose(words.sentence_share, analysis.sentence_share, atol=1e-6)
