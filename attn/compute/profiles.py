@@ -20,6 +20,7 @@ leaving out <BOS> and renormalised: sum over j in s of mean_h A[l,h,T-1,j] / (1 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,34 @@ def sentence_share(last_row: np.ndarray, sentences: list[tuple[int, int]]) -> np
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(rest[:, None] > 0, sums / rest[:, None], np.nan)
     return np.ascontiguousarray(share, dtype=np.float32)
+
+
+def uniform_entropy(num_tokens: int) -> float:
+    """The entropy profile of attention spread evenly over every visible key: mean over
+    i in 1..T-1 of ln(i + 1) = ln(T!) / (T - 1). No head of a causal layer exceeds it."""
+    return math.lgamma(num_tokens + 1) / (num_tokens - 1) if num_tokens > 1 else 0.0
+
+
+def profile_similarity(a: Profiles, a_tokens: int, b: Profiles, b_tokens: int) -> np.ndarray:
+    """(layers,) float64 in [0, 1]: how alike two prompts' head profiles are, layer by layer.
+
+    similarity[l] = 1 - mean over heads h and the three profiles of |x_A[l,h] - x_B[l,h]|, with
+    bos and previous as they are (in [0, 1]) and entropy divided by `uniform_entropy(T)` of its
+    own prompt (so in [0, 1] too). A profile with no value (previous, one-token prompt) is
+    left out of the mean. 1: every head of the layer behaves the same on both prompts."""
+    diffs = [np.abs(a.bos.astype(np.float64) - b.bos), np.abs(a.previous.astype(np.float64) - b.previous),
+             np.abs(a.entropy / uniform_entropy(a_tokens) - b.entropy / uniform_entropy(b_tokens))]
+    stacked = np.stack(diffs, axis=-1).reshape(len(a.bos), -1)  # (layers, heads * 3)
+    return 1.0 - np.nanmean(stacked, axis=1)
+
+
+def sentences_of(analysis) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """An analysis's sentences and shares: its own, or (a generation's step, which keeps
+    none) made now from its tokens and predicting row, by the same rules."""
+    if analysis.sentences is not None and analysis.sentence_share is not None:
+        return analysis.sentences, analysis.sentence_share
+    sentences = split_sentences(analysis.tokens)
+    return sentences, sentence_share(analysis.last_row, sentences)
 
 
 def _rounded(values: np.ndarray, digits: int) -> list:

@@ -34,3 +34,26 @@ NO_DIFFERENCE = (247, 247, 247)
 
 # A token the model generated (a step of a generation), not typed: its labels in every view.
 GENERATED = "#7b3294"
+
+# Where a sentence ends (attn/compute/profiles.py): ticks in the line diagram, bars in the
+# highlighted tokens, the sentence strip's headings (5.3:1 on white).
+SENTENCE = "#00796b"
+
+
+def on_ramp(t: float) -> tuple[tuple[int, int, int], str]:
+    """A cell's background at `t` in [0, 1] on the heatmap's ramp, and its text colour: black
+    or white, whichever contrasts more (one of the two always reaches 4.5:1, WCAG AA)."""
+    t = min(max(float(t), 0.0), 1.0)
+    background = tuple(int(round(a + (b - a) * t)) for a, b in zip(HEATMAP_LOW, HEATMAP_HIGH))
+    lum = luminance(background)
+    return background, ("#000000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#ffffff")
+
+
+def luminance(colour: tuple[int, int, int]) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in colour)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b

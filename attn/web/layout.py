@@ -25,6 +25,24 @@ CSS = """
              border-left: 3px solid var(--color-accent); padding: 4px 8px; font-size: 14px; }
 """
 
+PROFILE_CHOICES = [("<BOS> share", "bos"), ("Previous token", "previous"), ("Entropy (spread)", "entropy")]
+# The profile grid (attn/views/profile_grid.py): a pressed cell picks its layer and head; the
+# line under the grid reads the cell under the pointer or the keyboard focus.
+PICK_JS = """
+const cell = (event) => event.target.closest && event.target.closest('button[data-layer]');
+element.addEventListener('click', (event) => {
+  const b = cell(event);
+  if (b) trigger('click', {layer: Number(b.dataset.layer), head: Number(b.dataset.head)});
+});
+const read = (event) => {
+  const b = cell(event);
+  const line = b && b.closest('.attn-profiles').querySelector('.attn-pread');
+  if (line) line.textContent = b.getAttribute('aria-label');
+};
+element.addEventListener('mouseover', read);
+element.addEventListener('focusin', read);
+"""
+
 COPY_JS = """
 (query) => {
   const url = window.location.origin + window.location.pathname + query;
@@ -77,15 +95,20 @@ class Ui:
     export_btn: gr.Button
     exported: gr.File
     autorun: gr.State  # whether a deep link asked for an analysis
+    # Issue 22: attention per sentence beside the heatmap, the head-profile grid and its choice.
+    sentence_strip: gr.HTML
+    profile: gr.Radio
+    profile_grid: gr.HTML
 
     @property
     def view_inputs(self) -> list:
-        return [self.shown, self.step, self.layer, self.head, self.bos, self.show_all, self.measure, self.by_words]
+        return [self.shown, self.step, self.layer, self.head, self.bos, self.show_all, self.measure, self.by_words,
+                self.profile]
 
     @property
     def view_outputs(self) -> list:
         return [self.figure, self.tokens_view, self.ablation, self.overview, self.layer_info, self.link_query,
-                self.summary, self.topk, self.note]
+                self.summary, self.topk, self.note, self.sentence_strip, self.profile_grid]
 
     @property
     def analysis_inputs(self) -> list:
@@ -172,7 +195,12 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
     ablate_btn = gr.Button("Check by removing tokens", size="sm", elem_id="ablate")
     ablation = gr.HTML(ABLATION_HINT, elem_id="ablation")
     with gr.Accordion("All layers at once", open=True):
-        overview = gr.HTML(elem_id="overview")
+        with gr.Row():
+            overview = gr.HTML(elem_id="overview", scale=4)
+            sentence_strip = gr.HTML(elem_id="sentence-strip", scale=1, min_width=180)
+    with gr.Accordion("Heads and layers: profiles", open=True):
+        profile = gr.Radio(PROFILE_CHOICES, value="bos", label="Head profile", elem_id="profile")
+        profile_grid = gr.HTML(elem_id="profile-grid", js_on_load=PICK_JS)
     with gr.Row():
         link_query = gr.Textbox(visible=False)
         copy_btn = gr.Button("Copy link to this view", size="sm", elem_id="copy-link", scale=1)
@@ -188,4 +216,5 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
               summary=summary, topk=topk, layer=layer, head=head, bos=bos, show_all=show_all, measure=measure,
               by_words=by_words, step=step, layer_info=layer_info, figure=figure, tokens_view=tokens_view,
               ablate_btn=ablate_btn, ablation=ablation, overview=overview, link_query=link_query,
-              copy_btn=copy_btn, link=link, export_btn=export_btn, exported=exported, autorun=autorun)
+              copy_btn=copy_btn, link=link, export_btn=export_btn, exported=exported, autorun=autorun,
+              sentence_strip=sentence_strip, profile=profile, profile_grid=profile_grid)
