@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -144,3 +145,66 @@ def test_profiles_can_be_left_out_to_time_them(bundled_f32):
     analysis = forward(bundled_f32, THIRSTY, encode(bundled_f32.tokenizer, THIRSTY), with_profiles=False)
     assert analysis.profiles is None and analysis.to_json()["profiles"] is None
     assert analysis.sentences is not None  # shares come from the kept row, at no cost
+
+
+# ---- the layer-profile grid (attn/views/profile_grid.py) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def artist(bundled_f32):
+    return analyze(bundled_f32, ARTIST)
+
+
+def grid_cells(html: str) -> list[dict]:
+    return [dict(re.findall(r'([a-z-]+)="([^"]*)"', b)) for b in re.findall(r"<button ([^>]*)>", html)]
+
+
+@pytest.mark.parametrize("kind", ["bos", "previous", "entropy"])
+def test_the_grid_has_a_button_per_layer_and_head_with_its_reading(artist, kind):
+    from attn.views.profile_grid import profile_grid_html
+    from attn.views.view import View
+
+    cells = grid_cells(profile_grid_html(artist, kind, View(layer=3, head=1)))
+    assert len(cells) == artist.num_layers * artist.num_heads
+    values = artist.profiles.of(kind)
+    for cell in cells:
+        layer, head = int(cell["data-layer"]), int(cell["data-head"])
+        value = float(values[layer, head])
+        expected = {"bos": f"{value:.0%} on &lt;BOS&gt;", "previous": f"{value:.0%} on the previous token",
+                    "entropy": f"entropy {value:.2f} nats"}[kind]
+        assert cell["aria-label"] == cell["title"] == f"layer {layer}, head {head}: {expected}"
+        assert cell["type"] == "button"
+
+
+def test_the_grid_frames_the_chosen_layer_and_head_and_marks_global_layers(artist):
+    from attn.views.palette import GLOBAL_LAYER
+    from attn.views.profile_grid import profile_grid_html
+    from attn.views.view import View
+
+    html = profile_grid_html(artist, "previous", View(layer=5, head=2))
+    current = [b for b in re.findall(r"<button ([^>]*)>", html) if "aria-current" in b]
+    assert len(current) == 1 and 'data-layer="5" data-head="2"' in current[0]
+    mean = [b for b in re.findall(r"<button ([^>]*)>", profile_grid_html(artist, "bos", View(layer=5)))
+            if "aria-current" in b]
+    assert len(mean) == artist.num_heads  # mean over heads: the whole layer
+    globals_ = [i for i, t in enumerate(artist.layer_types) if t == "global"]
+    assert all(f'{GLOBAL_LAYER}">{i} G</th>' in html for i in globals_)
+    assert html.count(" G</th>") == len(globals_)
+
+
+def test_every_cell_colour_reads_at_4_5_to_1():
+    from attn.views.palette import luminance, on_ramp
+
+    for t in np.linspace(0, 1, 201):
+        background, ink = on_ramp(t)
+        light, dark = sorted((luminance(background), luminance((0, 0, 0) if ink == "#000000" else (255, 255, 255))))
+        assert (dark + 0.05) / (light + 0.05) >= 4.5, (t, background, ink)
+
+
+def test_a_generation_step_has_no_profiles_and_says_why(artist):
+    from dataclasses import replace
+
+    from attn.views.profile_grid import profile_grid_html
+
+    html = profile_grid_html(replace(artist, profiles=None), "bos")
+    assert "<button" not in html and "one row of attention" in html

@@ -85,3 +85,62 @@ def test_words_keep_the_sentences_and_their_shares():
     words = merged(analysis)
     assert ["".join(words.tokens[a:b]) for a, b in words.sentences] == ["Jide ate.", " She slept."]
     np.testing.assert_allclose(words.sentence_share, analysis.sentence_share, atol=1e-6)
+
+
+# ---- the views: the strip beside the heatmap, the marks in the diagram and the highlighted tokens ----
+
+
+@pytest.fixture(scope="module")
+def artist(bundled):
+    from attn.compute.forward import analyze
+    from helpers import ARTIST
+
+    return analyze(bundled, ARTIST)
+
+
+def test_the_strip_gives_every_layer_each_sentences_share(artist):
+    import re
+
+    from attn.views.sentence_strip import sentence_strip_html
+    from attn.views.view import View
+
+    html = sentence_strip_html(artist, View(layer=12))
+    rows = re.findall(r"<tr[^>]*><th scope=\"row\"[^>]*>(\d+) [GL]</th>(.*?)</tr>", html)
+    assert [int(layer) for layer, _ in rows] == list(range(artist.num_layers))
+    for layer, cells in rows:
+        shown = [int(v) for v in re.findall(r">(\d+)</td>", cells)]
+        assert shown == [round(float(x) * 100) for x in artist.sentence_share[int(layer)]]
+    assert html.count('scope="col"') == 1 + len(artist.sentences)  # "layer", then S1..S3
+
+
+def test_a_one_sentence_prompt_gets_a_line_not_a_strip(thirsty_analysis):
+    from attn.views.sentence_strip import sentence_strip_html
+
+    html = sentence_strip_html(thirsty_analysis)
+    assert "<table" not in html and "One sentence" in html
+
+
+def test_the_line_diagram_marks_each_sentence_end(artist):
+    from attn.views.diagram import line_diagram
+    from attn.views.drawing import Diagram
+    from attn.views.palette import SENTENCE
+    from attn.views.view import View
+
+    fig = line_diagram(artist, View(layer=12))
+    diagram = next(a for a in fig.artists if isinstance(a, Diagram))
+    assert diagram.colors.count(SENTENCE) == len(artist.sentences) - 1
+    assert any("where a sentence ends (3 sentences)" in label.text for label in diagram.labels)
+    single = line_diagram(replace(artist, sentences=[(1, artist.num_tokens)]), View(layer=12))
+    assert next(a for a in single.artists if isinstance(a, Diagram)).colors.count(SENTENCE) == 0
+
+
+def test_the_highlighted_tokens_mark_each_sentence_end_before_the_next_sentence(artist):
+    import re
+
+    from attn.views.highlight import token_html
+    from attn.views.view import View
+
+    html = token_html(artist, View(layer=12))
+    after = re.findall(r'class="attn-sent"[^>]*></span><span class="attn-tok" data-pos="(\d+)"', html)
+    assert [int(p) for p in after] == [start for start, _ in artist.sentences[1:]]
+    assert "end of a sentence (3 sentences)" in html

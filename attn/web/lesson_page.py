@@ -171,7 +171,12 @@ class LessonHandlers:
             if shown.analysis is not None and not by_words:
                 ablation = self.on.engine.cached_ablation(analysis.prompt, analysis.model)
             screen = Screen(analysis, view, comparison=shown.comparison, ablation=ablation)
-            body = READINGS[place.step.reading](screen) + said_by(analysis)
+            setup = place.step.setup
+            if setup.ablate and ablation is None and shown.subject.prompt == setup.prompt and not by_words:
+                body = ('<p class="attn-hint">Removing each token in turn (the model runs once more per token); '
+                        "the numbers follow when it is done.</p>")
+            else:
+                body = READINGS[place.step.reading](screen) + said_by(analysis)
             link = place.query() + "&" + shown.subject.share(view, step, by_words)[1:]
         except AttnError as exc:
             return {lui.reading: f'<div class="attn-hint">{escape(str(exc))}</div>'}

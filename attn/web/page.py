@@ -30,6 +30,8 @@ class Page:
     api: Api
     engine: Engine
     views: ViewCache
+    lesson_ui: lesson_page.LessonUi | None = None  # the lesson panel (?lesson=NAME)
+    lessons: lesson_page.LessonHandlers | None = None
 
 
 def build(settings: Settings, engine: Engine, views: ViewCache, examples: list[dict],
@@ -44,7 +46,8 @@ def build(settings: Settings, engine: Engine, views: ViewCache, examples: list[d
         api = Api(engine, settings)
         api.register()
     blocks.queue(max_size=settings.queue_size, default_concurrency_limit=2)  # more waiting are refused
-    return Page(blocks=blocks, ui=ui, handlers=handlers, api=api, engine=engine, views=views)
+    return Page(blocks=blocks, ui=ui, handlers=handlers, api=api, engine=engine, views=views, lesson_ui=lesson_ui,
+                lessons=lessons)
 
 
 def wire(blocks: gr.Blocks, ui: Ui, on: Handlers, lesson_ui: lesson_page.LessonUi,
