@@ -3,7 +3,8 @@
 - Time: an analysis (what /analyze computes: the one forward pass with the logit lens, value
   norms and rollout) with the profiles reduced inside the pass against the same analysis
   without them, back to back in alternating order, at the artist passage (37 tokens) and at
-  2048 tokens; the verdict is the median of the paired ratios (target <= 1.1x).
+  2048 tokens; the verdict is the median of the paired ratios (target <= 1.1x), of wall-clock
+  time and, beside it, of this process's CPU time (which a busy shared machine disturbs less).
 - Memory: peak RSS (VmHWM) of fresh processes, load + one analysis at 2048 tokens, with and
   without the profiles (target <= 1.1x), each twice, interleaved.
 
@@ -16,6 +17,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 if not __package__:  # run as `python bench/profiles.py`: import from the repository root
@@ -36,12 +38,13 @@ def load():
     return loading.load(BUNDLED, Settings.from_env(), lambda msg: None)
 
 
-def timed(loaded, encoded, prompt: str, with_profiles: bool) -> float:
+def timed(loaded, encoded, prompt: str, with_profiles: bool) -> tuple[float, float]:
+    """(wall-clock, CPU) seconds of one analysis."""
     from attn.compute.forward import forward
 
-    t = now()
+    t, c = now(), time.process_time()
     forward(loaded, prompt, encoded, with_profiles=with_profiles)
-    return now() - t
+    return now() - t, time.process_time() - c
 
 
 def time_pairs(loaded, size: int, reps: int) -> dict:
@@ -51,15 +54,17 @@ def time_pairs(loaded, size: int, reps: int) -> dict:
     prompt = ARTIST if size == n_tokens(tok, ARTIST) else sized_prompt(tok, size)
     encoded = encode(tok, prompt, max_tokens=max(4096, size))
     timed(loaded, encoded, prompt, True)  # warm-up
-    with_p, without, ratios = [], [], []
+    out = {"tokens": len(encoded.ids), "with_s": [], "without_s": [], "ratios": [], "with_cpu_s": [],
+           "without_cpu_s": [], "cpu_ratios": []}
     for i in range(reps):
         pair = {}
         for on in ((True, False) if i % 2 == 0 else (False, True)):
             pair[on] = timed(loaded, encoded, prompt, on)
-        with_p.append(pair[True])
-        without.append(pair[False])
-        ratios.append(pair[True] / pair[False])
-    return {"tokens": len(encoded.ids), "with_s": with_p, "without_s": without, "ratios": ratios}
+        for k, kind in ((0, ""), (1, "cpu_")):
+            out[f"with_{kind}s"].append(pair[True][k])
+            out[f"without_{kind}s"].append(pair[False][k])
+            out[f"{kind}ratios"].append(pair[True][k] / pair[False][k])
+    return out
 
 
 def memory_child(with_profiles: bool) -> None:
@@ -107,8 +112,11 @@ def main(argv=None) -> int:
             ratio = med(r["ratios"])
             ok &= ratio <= PROFILE_RATIO
             print(f"analysis at {r['tokens']} tokens, with profiles vs without: {fmt_s(med(r['with_s']))} vs "
-                  f"{fmt_s(med(r['without_s']))}: {ratio:.3f}x (median of {len(r['ratios'])} paired ratios; "
-                  f"{', '.join(f'{x:.3f}' for x in r['ratios'])})", flush=True)
+                  f"{fmt_s(med(r['without_s']))}: {ratio:.3f}x wall (median of {len(r['ratios'])} paired ratios; "
+                  f"{', '.join(f'{x:.3f}' for x in r['ratios'])}); CPU {fmt_s(med(r['with_cpu_s']))} vs "
+                  f"{fmt_s(med(r['without_cpu_s']))}: {med(r['cpu_ratios']):.3f}x "
+                  f"({', '.join(f'{x:.3f}' for x in r['cpu_ratios'])}); load average {os.getloadavg()[0]:.1f}",
+                  flush=True)
     if args.memory_runs:
         m = memory(args.memory_runs)
         ratio = med(m["with"]) / med(m["without"])

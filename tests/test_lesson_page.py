@@ -53,8 +53,8 @@ def analyse_and_read(page, out: dict):
     compare = out[ui.compare_on]
     prompt_b = out[ui.prompt_b]["value"]
     shown = page.handlers.on_analyze(*args, None, compare, prompt_b, 1, 0.0, 0, 0)[ui.shown]
-    inputs = (shown, 0, 1, "Mean over heads", "gray", False, "raw", False, out.get(ui.profile, "bos"))
-    views = page.handlers.on_view(*inputs)
+    inputs = (shown, 0, 1, "Mean over heads", "gray", False, "raw", False)
+    views = page.handlers.on_view(*inputs, out.get(ui.profile, "bos"))
     return shown, views, page.lessons.on_reading(out[lui.place], *inputs)
 
 

@@ -202,7 +202,7 @@ class Handlers:
             return gr.skip()  # a crafted event: nothing changes
         return {self.ui.layer: view.layer, self.ui.head: head_choice(view.head)}
 
-    def on_export(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words, profile=None):
+    def on_export(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words):
         """The view on screen as files: diagram (PNG at 300 dpi, SVG), weights (CSV), analysis
         (JSON); of prompt A in a comparison."""
         if shown is None:

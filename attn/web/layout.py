@@ -102,8 +102,7 @@ class Ui:
 
     @property
     def view_inputs(self) -> list:
-        return [self.shown, self.step, self.layer, self.head, self.bos, self.show_all, self.measure, self.by_words,
-                self.profile]
+        return [self.shown, self.step, self.layer, self.head, self.bos, self.show_all, self.measure, self.by_words]
 
     @property
     def view_outputs(self) -> list:
@@ -198,7 +197,7 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
         with gr.Row():
             overview = gr.HTML(elem_id="overview", scale=4)
             sentence_strip = gr.HTML(elem_id="sentence-strip", scale=1, min_width=180)
-    with gr.Accordion("Heads and layers: profiles", open=True):
+    with gr.Accordion("Heads and layers: profiles", open=True, elem_id="profiles"):
         profile = gr.Radio(PROFILE_CHOICES, value="bos", label="Head profile", elem_id="profile")
         profile_grid = gr.HTML(elem_id="profile-grid", js_on_load=PICK_JS)
     with gr.Row():

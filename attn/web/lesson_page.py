@@ -159,7 +159,7 @@ class LessonHandlers:
         return self.on.on_ablate(shown, progress)
 
     def on_reading(self, place: Place | None, shown: Shown | None, step, layer, head, bos, show_all, measure,
-                   by_words, profile=None) -> dict:
+                   by_words) -> dict:
         """What the numbers say, for the view on screen; and the step's link to copy."""
         if place is None or shown is None:
             return gr.skip()
@@ -191,8 +191,8 @@ class LessonHandlers:
         }
 
 
-def wire(blocks: gr.Blocks, ui: Ui, lui: LessonUi, on: Handlers, lessons: LessonHandlers, then_view, analyzing: dict,
-         quiet: dict) -> None:
+def wire(blocks: gr.Blocks, ui: Ui, lui: LessonUi, on: Handlers, lessons: LessonHandlers, then_view,
+         analyzing: dict) -> None:
     """The page's load (a lesson link or any other) and the panel's buttons, each followed by
     the analysis, the views, and the ablation a step asks for."""
     def after_setup(event):

@@ -58,8 +58,10 @@ def wire(blocks: gr.Blocks, ui: Ui, on: Handlers, lesson_ui: lesson_page.LessonU
     analyzing = dict(api_visibility="private", concurrency_limit=2, show_progress_on=[ui.summary, ui.figure])
     quiet = dict(api_visibility="private", queue=False, show_progress="hidden")
 
+    view_inputs = [*ui.view_inputs, ui.profile]  # the view, and the profile the grid shows
+
     def then_view(event):  # then, in a lesson, what the numbers say
-        return lesson_page.then_read(event.then(on.on_view, ui.view_inputs, ui.view_outputs, **quiet),
+        return lesson_page.then_read(event.then(on.on_view, view_inputs, ui.view_outputs, **quiet),
                                      ui, lesson_ui, lessons, quiet)
 
     then_view(gr.on([ui.analyze_btn.click, ui.prompt.submit], on.on_analyze, ui.analysis_inputs, ui.analysis_outputs,
@@ -70,8 +72,8 @@ def wire(blocks: gr.Blocks, ui: Ui, on: Handlers, lesson_ui: lesson_page.LessonU
             .then(on.on_analyze, ui.analysis_inputs, ui.analysis_outputs, **analyzing)
         )
     controls = gr.on([ui.layer.change, ui.head.change, ui.bos.change, ui.show_all.change, ui.measure.change,
-                      ui.by_words.change, ui.step.change, ui.profile.change], on.on_view, ui.view_inputs,
-                     ui.view_outputs, **quiet)
+                      ui.by_words.change, ui.step.change, ui.profile.change], on.on_view, view_inputs, ui.view_outputs,
+                     **quiet)
     lesson_page.then_read(controls, ui, lesson_ui, lessons, quiet)
     ui.profile_grid.click(on.on_pick, [ui.shown], [ui.layer, ui.head], **quiet)
     ui.compare_on.change(lambda checked: gr.update(visible=checked), [ui.compare_on], [ui.prompt_b], **quiet)
@@ -83,4 +85,4 @@ def wire(blocks: gr.Blocks, ui: Ui, on: Handlers, lesson_ui: lesson_page.LessonU
     ui.copy_btn.click(None, [ui.link_query], [ui.link], js=COPY_JS, api_visibility="private")
 
     # The page's load (a deep link, or a lesson's step) and the lesson's Back and Next.
-    lesson_page.wire(blocks, ui, lesson_ui, on, lessons, then_view, analyzing, quiet)
+    lesson_page.wire(blocks, ui, lesson_ui, on, lessons, then_view, analyzing)
