@@ -144,3 +144,19 @@ def test_the_highlighted_tokens_mark_each_sentence_end_before_the_next_sentence(
     after = re.findall(r'class="attn-sent"[^>]*></span><span class="attn-tok" data-pos="(\d+)"', html)
     assert [int(p) for p in after] == [start for start, _ in artist.sentences[1:]]
     assert "end of a sentence (3 sentences)" in html
+
+
+def test_a_prompt_of_many_sentences_keeps_the_strip_narrow():
+    import re
+
+    from attn.views.sentence_strip import MAX_COLUMNS, sentence_strip_html
+
+    analysis = made_up([" One."] * 30 + [" end"])
+    sentences = split_sentences(analysis.tokens)
+    analysis = replace(analysis, sentences=sentences, sentence_share=sentence_share(analysis.last_row, sentences))
+    html = sentence_strip_html(analysis)
+    heads = re.findall(r'<th scope="col"[^>]*>([^<]*)</th>', html)
+    assert heads == ["layer", f"S1–S{31 - MAX_COLUMNS + 1}"] + [f"S{k}" for k in range(31 - MAX_COLUMNS + 2, 32)]
+    first = [int(v) for v in re.findall(r">(\d+)</td>", html.split("</tr>")[1])]  # layer 0's row
+    expected = [analysis.sentence_share[0, :31 - MAX_COLUMNS + 1].sum()] + list(analysis.sentence_share[0, -11:])
+    assert first == [round(float(x) * 100) for x in expected]

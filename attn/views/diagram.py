@@ -68,7 +68,8 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = No
         note_colours.append(GENERATED)
     ends = sentence_ends(analysis, cols, xs)
     if ends:
-        notes.append(f"Teal ticks in the Input row: where a sentence ends ({len(ends) + 1} sentences).")
+        notes.append(f"Teal ticks in the Input row: where a sentence ends ({len(sentences_of(analysis)[0])} "
+                     "sentences).")
         note_colours.append(SENTENCE)
 
     width = plan.width
@@ -185,7 +186,8 @@ def column_labels(x: float, output: str, inp: str, fontsize: float, shift: float
 
 def sentence_ends(analysis: Analysis, cols: list[int], xs: list[float]) -> list[float]:
     """The x of each boundary between two sentences, halfway between the drawn columns on
-    either side of it (attn/compute/profiles.py's sentences; none for one sentence)."""
+    either side of it (attn/compute/profiles.py's sentences; none for one sentence), each x
+    once (in a reduced diagram several ends can fall in one gap)."""
     sentences, _ = sentences_of(analysis)
     out = []
     for start, _ in sentences[1:]:
@@ -193,7 +195,7 @@ def sentence_ends(analysis: Analysis, cols: list[int], xs: list[float]) -> list[
         after = [x for c, x in zip(cols, xs) if c >= start]
         if before and after:
             out.append((before[-1] + after[0]) / 2)
-    return out
+    return sorted(set(out))
 
 
 def generated_note(analysis: Analysis) -> str | None:

@@ -19,6 +19,7 @@ from attn.views.profile_grid import CURRENT
 from attn.views.view import View
 
 ROW_PX = 16  # the heatmap's row height
+MAX_COLUMNS = 12  # beyond, the earliest sentences share one column (a 2048-token prompt may hold 150)
 
 
 def sentence_text(analysis: Analysis, start: int, end: int, limit: int = 60) -> str:
@@ -36,10 +37,15 @@ def sentence_strip_html(analysis: Analysis, view: View | None = None) -> str:
                 "appear for a prompt of several sentences (cut after every token ending in . ! or ?).</div>")
     layer = None if view is None or view.measure == "rollout" else view.layer
     names = [f"S{k + 1}" for k in range(len(sentences))]
+    texts = [sentence_text(analysis, a, b) for a, b in sentences]
+    if len(sentences) > MAX_COLUMNS:  # the earliest together, then the last ones one by one
+        cut = len(sentences) - (MAX_COLUMNS - 1)
+        share = np.concatenate([np.nansum(share[:, :cut], axis=1, keepdims=True), share[:, cut:]], axis=1)
+        names = [f"S1–S{cut}"] + names[cut:]
+        texts = [f"the first {cut} sentences, together"] + texts[cut:]
     header = "".join(
-        f'<th scope="col" title="{escape(sentence_text(analysis, a, b), quote=True)}" '
-        f'style="font-size:11px;color:{SENTENCE};padding:0 2px">{n}</th>'
-        for n, (a, b) in zip(names, sentences))
+        f'<th scope="col" title="{escape(t, quote=True)}" style="font-size:11px;color:{SENTENCE};padding:0 2px">'
+        f"{n}</th>" for n, t in zip(names, texts))
     rows = []
     for i in range(analysis.num_layers):
         is_global = analysis.layer_types[i] == "global"
@@ -50,14 +56,14 @@ def sentence_strip_html(analysis: Analysis, view: View | None = None) -> str:
             v = float(value)
             background, ink = on_ramp(v if np.isfinite(v) else 0.0)
             text = "–" if not np.isfinite(v) else f"{v * 100:.0f}"
-            tip = (f"layer {i}: {v:.0%} of the attention without <BOS> on sentence {k + 1}" if np.isfinite(v)
+            tip = (f"layer {i}: {v:.0%} of the attention without <BOS> on {names[k]}" if np.isfinite(v)
                    else f"layer {i}: all attention on <BOS>")
             cells.append(f'<td title="{escape(tip, quote=True)}" style="width:34px;height:{ROW_PX}px;padding:0;'
                          f'text-align:center;font-size:10px;background:rgb{background};color:{ink}">{text}</td>')
         rows.append(f'<tr style="{frame}"><th scope="row" style="font-size:11px;text-align:right;padding-right:4px;'
                     f'font-weight:normal;{mark}">{i} {"G" if is_global else "L"}</th>{"".join(cells)}</tr>')
-    legend = "".join(f"<div><b style=\"color:{SENTENCE}\">{n}</b> {escape(visible(sentence_text(analysis, a, b), 60))}"
-                     "</div>" for n, (a, b) in zip(names, sentences))
+    legend = "".join(f"<div><b style=\"color:{SENTENCE}\">{n}</b> {escape(visible(t, 60))}</div>"
+                     for n, t in zip(names, texts))
     return (
         '<div class="attn-sentences" style="font-family:ui-sans-serif,system-ui,sans-serif">'
         '<div style="font-size:13px;color:#333;margin-bottom:4px"><b>Per sentence</b>: the share (%) of the '
