@@ -27,7 +27,8 @@ import numpy as np
 
 PROFILE_KINDS = ("bos", "previous", "entropy")
 SENTENCE_ENDS = (".", "!", "?")
-PROFILE_ROWS = 256  # query rows reduced at a time: a (heads, 256, keys) float32 block at most
+PROFILE_ROWS = 128  # query rows reduced at a time on a CPU: a (heads, 128, keys) float32 block at most
+PROFILE_ROWS_GPU = 1024  # on a GPU: fewer, larger kernels (4 x 1024 x 2048 float32 is 32 MiB)
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,13 @@ def layer_profile(weights, window: int | None = None):
     bos = weights[:, 1:, 0].float().mean(dim=-1) if n > 1 else nan
     diagonal = torch.diagonal(weights, offset=-1, dim1=-2, dim2=-1)  # A[i, i-1] for i = 1..T-1
     previous = diagonal[:, 1:].float().mean(dim=-1) if n > 2 else nan
-    total = weights.new_zeros(heads, dtype=torch.float32)
-    for r0 in range(1, n, PROFILE_ROWS):  # row 0 (<BOS>) is left out: its entropy is 0 anyway
-        r1 = min(r0 + PROFILE_ROWS, n)
+    total = weights.new_zeros(heads, dtype=torch.float32)  # the entropy summed over rows
+    rows = PROFILE_ROWS if weights.device.type == "cpu" else PROFILE_ROWS_GPU
+    for r0 in range(1, n, rows):  # row 0 (<BOS>) is left out: its entropy is 0 anyway
+        r1 = min(r0 + rows, n)
         k0 = max(0, r0 - window + 1) if window else 0  # row i sees keys j > i - window
         block = weights[:, r0:r1, k0:r1].float()
-        total -= torch.special.xlogy(block, block).sum(dim=(1, 2))
+        total += torch.special.entr(block).sum(dim=(1, 2))  # -x ln x, 0 at 0 (twice xlogy's speed here)
     entropy = total / (n - 1) if n > 1 else nan
     return torch.stack([bos, previous, entropy])
 
