@@ -158,3 +158,13 @@ def test_a_grid_cell_picks_its_layer_and_head(tiny):
     assert picked == {tiny.ui.layer: 2, tiny.ui.head: "Head 3"}
     for crafted in ({"layer": 99, "head": 0}, {"layer": "x"}, None, ["layer"]):
         assert tiny.handlers.on_pick(shown, SimpleNamespace(_data=crafted)) == SKIP
+
+
+def test_a_lessons_text_is_shown_as_text(gpt2, tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps(
+        {"title": "<b>T</b>", "steps": [{"title": "<script>alert(1)</script>", "question": "<img src=x onerror=y>?",
+                                        "reading": "depth"}]}), encoding="utf-8")
+    page = build(gpt2, tmp_path)
+    header = page.lessons.on_load(request(lesson="x"))[page.lesson_ui.header]
+    assert "<script" not in header and "<img" not in header and "<b>T" not in header
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in header and "&lt;img src=x onerror=y&gt;?" in header

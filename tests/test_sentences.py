@@ -160,3 +160,24 @@ def test_a_prompt_of_many_sentences_keeps_the_strip_narrow():
     first = [int(v) for v in re.findall(r">(\d+)</td>", html.split("</tr>")[1])]  # layer 0's row
     expected = [analysis.sentence_share[0, :31 - MAX_COLUMNS + 1].sum()] + list(analysis.sentence_share[0, -11:])
     assert first == [round(float(x) * 100) for x in expected]
+
+
+def test_the_strip_shows_a_hostile_sentence_as_text():
+    from html.parser import HTMLParser
+
+    from attn.views.sentence_strip import sentence_strip_html
+
+    analysis = made_up(["<script>alert(1)</script>", ".", ' "><img src=x onerror=alert(2)>', "!", " end"])
+    sentences = split_sentences(analysis.tokens)
+    analysis = replace(analysis, sentences=sentences, sentence_share=sentence_share(analysis.last_row, sentences))
+    html = sentence_strip_html(analysis)
+    tags = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append(tag)
+            assert not any(name.startswith("on") or name == "src" for name, _ in attrs), attrs
+
+    Tags().feed(html)
+    assert set(tags) <= {"div", "b", "table", "caption", "thead", "tbody", "tr", "th", "td"}
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;." in html
