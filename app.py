@@ -69,9 +69,9 @@ def main() -> None:
     # runs on the other core while gradio imports instead of after the server is up.
     converter = bundled.convert_in_background(settings.cache_dir) if BUNDLED in settings.loads_at_start else None
     page = create_page(settings)
-    from attn.web.layout import CSS
+    from attn.web.layout import CSS, HEAD
 
-    page.blocks.launch(share=False, css=CSS, ssr_mode=False, footer_links=["api"], prevent_thread_lock=True)
+    page.blocks.launch(share=False, css=CSS, head=HEAD, ssr_mode=False, footer_links=["api"], prevent_thread_lock=True)
     if not settings.zero_gpu:
         page.engine.preload(settings.default_model)  # after the server answers: start-up is not held up by it
     page.blocks.block_thread()

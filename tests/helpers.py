@@ -100,6 +100,10 @@ class FakeConversion:
 
 HTML_TAGS = {"div", "span", "b", "i", "code", "mark", "br"}
 HTML_ATTRS = {"class", "style", "title", "data-pos", "data-weight", "data-layer", "data-p-next", "data-delta"}
+# Accessibility (issue 19): focusable scroll boxes, weights read out, tables for screen readers.
+HTML_TAGS |= {"table", "caption", "thead", "tbody", "tr", "th", "td"}
+HTML_ATTRS |= {"tabindex", "role", "aria-label", "scope", "data-percent"}
+FIXED_VALUES = {"tabindex": {"0"}, "role": {"group"}, "scope": {"col", "row"}}
 NUMERIC = re.compile(r"^-?[0-9.]+$")
 STYLE = re.compile(r"^[A-Za-z0-9:;#%.,()\s_/-]*$")  # our inline styles: no quotes, no <, no backslash
 CLASSES = re.compile(r"^[a-z0-9 -]*$")
@@ -163,6 +167,8 @@ def audit_html(fragment: str, *, images: bool = False) -> HtmlAudit:
             assert CLASSES.match(value or ""), value
         elif name.startswith("data-"):
             assert NUMERIC.match(value or ""), f"{name}={value!r}"
+        elif name in FIXED_VALUES:
+            assert value in FIXED_VALUES[name], f"{name}={value!r}"
     return audit
 
 

@@ -155,3 +155,22 @@ def test_checking_by_removing_tokens_before_any_analysis_is_refused_with_a_toast
     with pytest.warns(UserWarning) as record:
         out = tiny.handlers.on_ablate(None)
     assert out == SKIP and toasts(record) == ["Analyze one prompt first (without Compare or Continue)."]
+
+
+def tables(page, shown, as_table: bool, layer=1) -> str:
+    return page.handlers.on_tables(shown, 0, layer, "Mean over heads", "gray", False, "raw", False, as_table)
+
+
+def test_show_as_table_gives_the_view_and_every_layer_only_when_ticked(tiny):
+    shown = tiny.handlers.on_analyze(FOX, BUNDLED, 1, "Mean over heads")[tiny.ui.shown]
+    assert tables(tiny, shown, False) == ""
+    html = tables(tiny, shown, True)
+    assert html.count("<table") == 3  # the view's, every layer's, the logit lens
+    assert "Attention weights at layer 1" in html and "&#x27;The&#x27;" in html  # the tiny BPE's first token
+
+
+def test_show_as_table_of_a_comparison_puts_a_beside_b(tiny):
+    out = tiny.handlers.on_analyze(FOX, BUNDLED, 1, "Mean over heads", compare_on=True,
+                                   prompt_b=FOX.replace("fox", "cat"))
+    html = tables(tiny, out[tiny.ui.shown], True)
+    assert html.count("<table") == 1 and "Weight in A" in html and "B only" in html

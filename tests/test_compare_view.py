@@ -23,7 +23,7 @@ from attn.views.alignment import aligned_weights
 from attn.views.compare_diagram import compare_html, compare_svg
 from attn.views.compare_difference import CELL_PX, cross_html, difference_html
 from attn.views.labels import visible
-from attn.views.palette import CHANGED
+from attn.views.palette import BLUE, CHANGED, GRAY
 from attn.views.view import View, row
 from conftest import ROOT
 from helpers import THIRSTY, audit_html, made_up
@@ -146,7 +146,7 @@ def test_the_changed_tokens_are_marked_and_the_legend_says_what_the_mark_means(f
 def test_each_diagram_draws_its_lines_from_its_own_predicting_position(figure, hungry, thirsty):
     tops = []
     for el in ET.fromstring(figure.data).iter():
-        if el.tag.endswith("path") and re.search(r"stroke: #(1f5fbf|b8b8b8)", el.get("style", "")):
+        if el.tag.endswith("path") and re.search(f"stroke: ({BLUE}|{GRAY})", el.get("style", "")):
             x0, y0, x1, y1 = map(float, re.findall(r"-?\d+(?:\.\d+)?", el.get("d"))[:4])
             tops.append(x0 if y0 < y1 else x1)
     assert len(tops) == hungry.num_tokens + thirsty.num_tokens  # every weight at layer 12 is positive
@@ -173,7 +173,7 @@ def test_no_two_labels_of_a_row_touch(figure):
 
 def test_all_pairs_mode_draws_every_positions_lines_in_both_diagrams(hungry, thirsty):
     svg = compare_svg(hungry, thirsty, align(hungry, thirsty), View(layer=5, show_all=True)).data.decode()
-    lines = len(re.findall(r"stroke: #(?:1f5fbf|b8b8b8)", svg))
+    lines = len(re.findall(f"stroke: (?:{BLUE}|{GRAY})", svg))
     assert lines > 4 * (hungry.num_tokens + thirsty.num_tokens)  # 55 pairs each, less any weight of 0
 
 

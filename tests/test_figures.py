@@ -18,6 +18,7 @@ from attn.views.diagram import line_diagram, line_diagram_html, line_svg
 from attn.views.drawing import to_svg
 from attn.views.labels import visible
 from attn.views.layout import LEGIBLE_PT
+from attn.views.palette import BLUE, GRAY
 from attn.views.view import View
 from conftest import ROOT
 from helpers import made_up
@@ -43,7 +44,7 @@ def line_ends(svg: bytes) -> list[float]:
     ends = []
     for el in ET.fromstring(svg).iter():
         style = el.get("style", "")
-        if el.tag.endswith("path") and ("#1f5fbf" in style or "#b8b8b8" in style):
+        if el.tag.endswith("path") and (BLUE in style or GRAY in style):
             x0, y0, x1, y1 = map(float, re.findall(r"-?\d+(?:\.\d+)?", el.get("d"))[:4])
             ends.append(x0 if y0 > y1 else x1)
     return ends

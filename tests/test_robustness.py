@@ -170,7 +170,7 @@ def shown_token(text: str) -> str:
 
 def tokens_text(fragment: str) -> str:
     """The text of the highlighted-token area (the typed prompt, as the page shows it)."""
-    start = fragment.index('<div class="attn-tokens"')
+    start = fragment.index('<div class="attn-tokens')
     inner = fragment[start:]
     audit = audit_html(inner[: inner.index('<div class="attn-legend"')])
     return "".join(audit.text)

@@ -89,3 +89,57 @@ def test_the_front_matter_names_the_gated_model_the_space_loads():
 
     hub_ids = {spec.hf_id for spec in REGISTRY.values() if spec.hf_id}
     assert hub_ids <= set(front_matter()["models"])
+
+
+# ---- the hosting facts a course author needs (issue 19) ----------------------------------------
+# From the Hugging Face Hub documentation (the Spaces overview and the ZeroGPU page), August 2026,
+# as docs/deploy.md gives them: Gradio Spaces on CPU hardware need a paid plan; a free personal
+# account in good standing (verified email, older than 30 days) hosts up to 2 ZeroGPU Spaces;
+# ZeroGPU's default size is half an NVIDIA RTX Pro 6000 Blackwell (48 GB, `large`), and `xlarge`
+# costs twice the quota; daily GPU quotas: anonymous 2 min, free 5 min, PRO/Team 40 min,
+# Enterprise 60 min. Every visitor of an embedded Space counts as anonymous, per IP address.
+HOSTING_FACTS_READ = "August 2026"
+DAILY_QUOTA_S = {"anonymous": 120, "free": 300, "PRO/Team": 2400, "Enterprise": 3600}
+FREE_ZEROGPU_SPACES = 2
+DEFAULT_SIZE, DEFAULT_SIZE_GB = "large", 48
+NEW_PROMPTS_PER_ANONYMOUS_DAY = 10  # what a student in an embed can count on
+
+
+def test_a_free_course_author_s_space_is_a_zerogpu_one():
+    """CPU hardware needs a paid plan for a Gradio Space: the Space points duplicators at ZeroGPU."""
+    assert str(front_matter()["suggested_hardware"]).startswith("zero-")
+
+
+def test_an_anonymous_student_can_ask_about_ten_new_prompts_a_day():
+    """ZeroGPU schedules a call only while the quota left covers the duration it asks for."""
+    from attn.settings import Settings
+
+    asked = Settings().gpu_seconds
+    assert asked * NEW_PROMPTS_PER_ANONYMOUS_DAY <= DAILY_QUOTA_S["anonymous"]
+
+
+@pytest.mark.app  # imports spaces
+def test_gpu_calls_ask_for_the_default_size_not_the_double_priced_one(monkeypatch):
+    import attn.web.gpu
+    from attn.settings import Settings
+
+    asked = {}
+
+    def gpu(*args, **kwargs):  # spaces.GPU as a decorator, with or without its function
+        asked.update(kwargs)
+        return args[0] if args and callable(args[0]) else (lambda fn: fn)
+
+    monkeypatch.setattr(attn.web.gpu.spaces, "GPU", gpu)
+    attn.web.gpu.accelerator(Settings())(lambda *args: None)
+    assert "duration" in asked and asked.get("size", DEFAULT_SIZE) == DEFAULT_SIZE
+
+
+def test_the_deploy_guide_gives_the_dated_hosting_facts_and_no_free_cpu_path():
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    facts = [HOSTING_FACTS_READ, "Hugging Face Hub documentation", f"up to **{FREE_ZEROGPU_SPACES} ZeroGPU Spaces**",
+             "RTX Pro 6000 Blackwell", f"{DEFAULT_SIZE_GB} GB", f"`{DEFAULT_SIZE}`", "`xlarge`",
+             *(f"{name} | {seconds // 60} min" for name, seconds in DAILY_QUOTA_S.items())]
+    missing = [fact for fact in facts if fact not in guide]
+    assert not missing, missing
+    for text in (guide, (ROOT / "README.md").read_text(encoding="utf-8")):
+        assert "CPU basic** (free)" not in text and "free CPU Space" not in text

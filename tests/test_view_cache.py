@@ -14,6 +14,7 @@ from attn.compute import generation
 from attn.compute.forward import analyze
 from attn.views import words
 from attn.views.diagram import line_diagram_html
+from attn.views.palette import BLUE, GRAY, PREDICTED
 from attn.views.view import View
 from attn.views.view_cache import ViewCache, likely_next
 from helpers import THIRSTY
@@ -107,9 +108,9 @@ def svg_lines(svg: bytes) -> list[tuple[str, tuple[float, float], tuple[float, f
     out = []
     for el in ET.fromstring(svg).iter():
         style = el.get("style", "")
-        if el.tag.endswith("path") and "stroke-width" in style and ("#1f5fbf" in style or "#b8b8b8" in style):
+        if el.tag.endswith("path") and "stroke-width" in style and (BLUE in style or GRAY in style):
             x0, y0, x1, y1 = map(float, NUMBER.findall(el.get("d"))[:4])
-            colour = "blue" if "#1f5fbf" in style else "gray"
+            colour = "blue" if BLUE in style else "gray"
             out.append((colour, *sorted([(x0, y0), (x1, y1)], key=lambda p: p[1])))
     return out
 
@@ -126,7 +127,7 @@ def svg_labels(svg: bytes) -> list[tuple[str, float, float, str]]:
 def test_every_line_runs_from_the_prediction_to_the_centre_of_its_input_label(thirsty):
     svg = ViewCache(prefetch=False).line_svg(thirsty, View(layer=12)).data
     labels, lines = svg_labels(svg), svg_lines(svg)
-    (pred,) = [lb for lb in labels if "#0a7d32" in lb[3]]  # the predicted token, green and bold
+    (pred,) = [lb for lb in labels if PREDICTED in lb[3]]  # the predicted token, green and bold
     assert pred[0] == " water" and "font-weight: 700" in pred[3] and "text-anchor: middle" in pred[3]
     inputs = [lb for lb in labels if lb[2] > pred[2] + 50 and "text-anchor: middle" in lb[3]]
     assert len(lines) == thirsty.num_tokens  # one line per prompt token, BOS included

@@ -1,8 +1,9 @@
 """Token ablation on the page: one column per prompt token with the attention it got in the
-current view (blue, up) over what deleting it did to the prediction (red down: the
-prediction lost probability; green up: it gained), and one sentence comparing the two
-rankings. Columns hold their own labels, so the bars stay under their tokens at any
-length. Every piece of user text is escaped."""
+current view (gray, up) over what deleting it did to the prediction (orange: the
+prediction lost probability; blue: it gained; the signed change in percentage points under
+each, so the colour is never the only sign), and one sentence comparing the two rankings.
+Columns hold their own labels, so the bars stay under their tokens at any length. Every
+piece of user text is escaped."""
 
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ import numpy as np
 from attn.compute.ablation import MOST_ATTENDED, Ablation, agreement
 from attn.compute.analysis import Analysis
 from attn.views.labels import head_label, measure_label, visible
-from attn.views.palette import BLUE, PREDICTED
+from attn.views.palette import ATTENTION_BAR, FELL, ROSE
 from attn.views.view import View, check_view, row
 
 BAR_PX = 36
-DROP = "#c5221f"  # the prediction lost probability without the token
 
 
 def ablation_html(ablated: Ablation, analysis: Analysis, view: View) -> str:
@@ -33,7 +33,7 @@ def ablation_html(ablated: Ablation, analysis: Analysis, view: View) -> str:
         w = float(weights[d.index])
         up = min(1.0, w / top_w) * BAR_PX
         down = min(1.0, abs(d.delta) / top_d) * BAR_PX
-        colour = DROP if d.delta < 0 else PREDICTED
+        colour = FELL if d.delta < 0 else ROSE
         tip = (f"{d.token!r} (#{d.index}): weight {w:.4f}; without it P({ablated.next_token!r}) = "
                f"{d.p_next:.4f} ({d.delta:+.4f})")
         bar_down = f'<span style="display:block;width:14px;height:{down:.1f}px;background:{colour}"></span>'
@@ -42,11 +42,11 @@ def ablation_html(ablated: Ablation, analysis: Analysis, view: View) -> str:
             f'title="{escape(tip, quote=True)}" style="display:flex;flex-direction:column;align-items:center;'
             'min-width:26px;padding:0 2px">'
             f'<div style="height:{BAR_PX}px;display:flex;align-items:flex-end">'
-            f'<span style="display:block;width:14px;height:{up:.1f}px;background:{BLUE}"></span></div>'
+            f'<span style="display:block;width:14px;height:{up:.1f}px;background:{ATTENTION_BAR}"></span></div>'
             f'<div style="font-size:12px;white-space:pre;border-top:1px solid #999;border-bottom:1px solid #999;'
             f'padding:1px 0">{escape(visible(d.token, 10))}</div>'
             f'<div style="height:{BAR_PX}px">{bar_down}</div>'
-            f'<div style="font-size:10px;color:#555">{100 * d.delta:+.0f}</div></div>'
+            f'<div style="font-size:11px;color:#444">{_points(d.delta)}</div></div>'
         )
     scope = "" if ablated.exhaustive else (
         f" The prompt is {len(ablated.tokens)} tokens long: only the {MOST_ATTENDED} most attended (mean over "
@@ -54,19 +54,28 @@ def ablation_html(ablated: Ablation, analysis: Analysis, view: View) -> str:
     )
     caption = (
         f"Removing each token in turn (the rest kept, <code>&lt;BOS&gt;</code> always): with every token, "
-        f"P({nxt}) = {ablated.p_next:.1%}. <span style=\"color:{DROP}\">Red</span>: how much it falls without "
-        f"the token (the number below, in percentage points); <span style=\"color:{PREDICTED}\">green</span>: it "
-        f"rises. <span style=\"color:{BLUE}\">Blue</span>: the {escape(_what(analysis, view))} the token gets."
+        f"P({nxt}) = {ablated.p_next:.1%}. Under each token, how much it changes without the token, in "
+        f"percentage points: <b style=\"color:{FELL}\">orange, −</b> where it falls; "
+        f"<b style=\"color:{ROSE}\">blue, +</b> where it rises. <b style=\"color:{ATTENTION_BAR}\">Gray</b>, "
+        f"above: the {escape(_what(analysis, view))} the token gets."
         f"{scope}"
     )
     return (
         '<div class="attn-ablation" style="font-family:ui-sans-serif,system-ui,sans-serif">'
         f'<div style="font-size:13px;color:#333;margin-bottom:6px">{caption}</div>'
-        '<div style="overflow-x:auto"><div style="display:flex;width:max-content;align-items:flex-start">'
+        '<div class="attn-scroll attn-roving" tabindex="0" role="group" aria-label="Removing each token: the '
+        'arrow keys step through them" style="overflow-x:auto">'
+        '<div style="display:flex;width:max-content;align-items:flex-start">'
         f'{"".join(cols)}</div></div>'
         '<div class="attn-agreement" style="font-size:14px;margin-top:6px">'
         f"{agreement_text(ablated, weights, analysis, view)}</div></div>"
     )
+
+
+def _points(delta: float) -> str:
+    """A change in percentage points with its sign, a real minus: '−20', '+3', '0'."""
+    points = round(100 * delta)
+    return "0" if points == 0 else f"{points:+d}".replace("-", "−")
 
 
 def _what(analysis: Analysis, view: View) -> str:

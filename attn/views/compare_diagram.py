@@ -215,9 +215,11 @@ def compare_svg(a: Analysis, b: Analysis, alignment: Alignment, view: View, *,
     return figure_svg(compare_diagram(a, b, alignment, view, max_columns=max_columns))
 
 
-def compare_html(svg: Svg, view: View) -> str:
-    """The comparison figure as an <img>, under the single diagram's legibility floor."""
-    what = (measure_label(view.measure) if view.measure == "rollout" else
-            f"{measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")
-    return line_diagram_html(svg, view, alt=f"Two line diagrams, prompt A over prompt B, shared tokens in "
-                                            f"the same columns: {what}")
+def compare_html(svg: Svg, view: View, *, alt: str | None = None) -> str:
+    """The comparison figure as an <img>, under the single diagram's legibility floor; `alt`
+    is `describe.compare_alt` (the predictions and the most attended), when given."""
+    if alt is None:
+        what = (measure_label(view.measure) if view.measure == "rollout" else
+                f"{measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")
+        alt = f"Two line diagrams, prompt A over prompt B, shared tokens in the same columns: {what}"
+    return line_diagram_html(svg, view, alt=alt)

@@ -13,7 +13,7 @@ import numpy as np
 from attn.compute.analysis import Analysis
 from attn.views.alignment import Alignment, aligned_weights
 from attn.views.labels import head_label, measure_label, visible
-from attn.views.palette import CHANGED, MORE_IN_A, MORE_IN_B, NO_DIFFERENCE, PREDICTED
+from attn.views.palette import CHANGED, MORE_IN_A, MORE_IN_B, NO_DIFFERENCE, PREDICTED, ink_on
 from attn.views.view import View, check_view
 
 CELL_PX = 28  # the narrowest cell of the difference strip
@@ -59,10 +59,11 @@ def _what(a: Analysis, view: View) -> str:
 
 def difference_html(a: Analysis, b: Analysis, alignment: Alignment, view: View) -> str:
     """B's weight minus A's for each alignment entry (0 for the side without the token), as a
-    strip of cells in alignment order: red where B gives the token more, blue where A does,
-    white alike; full colour at the largest difference after <BOS> (whose sink would wash
-    out the rest: its own cell may saturate). The exact values are on hover, the changed
-    tokens marked in orange; long prompts scroll sideways."""
+    strip of cells in alignment order: orange where B gives the token more, blue where A does,
+    white alike, the signed difference written in each cell; full colour at the largest
+    difference after <BOS> (whose sink would wash out the rest: its own cell may saturate).
+    The exact values are on hover, the changed tokens marked in orange; long prompts scroll
+    sideways."""
     view = check_view(a, view)
     wa, wb = aligned_weights(a, b, alignment, view)
     diff = wb - wa
@@ -95,19 +96,22 @@ def difference_html(a: Analysis, b: Analysis, alignment: Alignment, view: View) 
     return (
         '<div class="attn-diff" style="font-family:ui-sans-serif,system-ui,sans-serif">'
         f'<div style="font-size:13px;color:#333;margin-bottom:4px">{caption}</div>'
-        '<div style="overflow-x:auto"><div style="display:flex;width:max-content;align-items:flex-end;gap:1px">'
+        '<div class="attn-scroll attn-roving" tabindex="0" role="group" aria-label="B minus A, token by token: the '
+        'arrow keys step through them" style="overflow-x:auto">'
+        '<div style="display:flex;width:max-content;align-items:flex-end;gap:1px">'
         f'{"".join(cells)}</div></div>{legend}</div>'
     )
 
 
 def _diverging(t: np.ndarray) -> list[tuple[str, str]]:
     """(background, text colour) for each difference as a fraction of the scale: from
-    near-white to blue (negative) or red (positive), full colour at ±1 and beyond."""
+    near-white to blue (negative) or orange (positive), full colour at ±1 and beyond; the
+    text black or white, whichever reads better on the cell."""
     t = np.clip(t, -1.0, 1.0)[:, None]
     zero = np.array(NO_DIFFERENCE, dtype=float)
     ends = np.where(t > 0, np.array(MORE_IN_B, dtype=float), np.array(MORE_IN_A, dtype=float))
     rgb = (zero + (ends - zero) * np.abs(t)).round().astype(int).tolist()
-    return [(f"rgb({r},{g},{b})", "#fff" if abs(x) > 0.55 else "#222") for (r, g, b), x in zip(rgb, t[:, 0])]
+    return [(f"rgb({r},{g},{b})", ink_on((r, g, b))) for r, g, b in rgb]
 
 
 def _cell(tip: str, token: str, diff: float, colour: tuple[str, str], only: str | None) -> str:
@@ -126,7 +130,7 @@ def _cell(tip: str, token: str, diff: float, colour: tuple[str, str], only: str 
         f'<div class="attn-diff-cell {kind}" data-delta="{diff:.6f}" title="{escape(tip, quote=True)}" '
         f'style="min-width:{CELL_PX}px;text-align:center">{tag}'
         f'<div style="background:{background};color:{ink};padding:2px 3px 4px;font-size:12px;white-space:pre{mark}">'
-        f'{escape(visible(token, 10))}<br><span style="font-size:10px">{shown}</span></div></div>'
+        f'{escape(visible(token, 10))}<br><span style="font-size:10px;color:{ink}">{shown}</span></div></div>'
     )
 
 

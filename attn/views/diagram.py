@@ -23,7 +23,7 @@ from attn.compute.profiles import sentences_of
 from attn.views.drawing import Diagram, Label, Svg, figure_svg
 from attn.views.labels import head_label, measure_label, visible
 from attn.views.layout import LEGIBLE_PT, REDUCED_COLUMNS, kept_columns, plan_columns, stagger_step
-from attn.views.palette import BLUE, GENERATED, GRAY, PREDICTED, SENTENCE
+from attn.views.palette import BLUE, GENERATED, GRAY, MUTED_TEXT, PREDICTED, SENTENCE
 from attn.views.view import View, check_view, first_generated, matrix, row
 
 MIN_WIDTH, MAX_WIDTH = 0.0, 5.0  # the lab's line thickness range
@@ -121,15 +121,18 @@ def line_diagram_html(svg: Svg, view: View, *, alt: str | None = None) -> str:
     (`LEGIBLE_PT`, 9.6 CSS px): 12 pt labels allow 60% of the natural size, 10 pt 72%,
     9 pt 80% (1229 px for the widest figure, 16 in = 1536 px; Gradio's page is 1248 px
     wide in a 1280-1535 px window). In a narrower frame the figure scrolls sideways.
-    `alt` replaces the description (the comparison's figure says what it compares)."""
+    `alt` replaces the short description: `describe.diagram_alt` (the prediction and the
+    most attended tokens) or the comparison's `describe.compare_alt`."""
     if alt is None:
         alt = (f"Line diagram: {measure_label(view.measure)}" if view.measure == "rollout" else
                f"Line diagram: {measure_label(view.measure)} at layer {view.layer}, {head_label(view.head)}")
     b64 = base64.b64encode(svg.data).decode("ascii")
     natural = svg.width_px
     smallest = natural * max(0.6, LEGIBLE_PT / svg.label_pt)
+    # Focusable, so a keyboard can scroll a figure wider than its frame (WCAG 2.1.1).
     return (
-        f'<div class="attn-figure" style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
+        f'<div class="attn-figure attn-scroll" tabindex="0" role="group" aria-label="Figure" '
+        f'style="overflow-x:auto"><img alt="{escape(alt, quote=True)}" '
         f'src="data:image/svg+xml;base64,{b64}" '
         f'style="width:100%;max-width:{natural:.0f}px;min-width:{smallest:.0f}px;height:auto"></div>'
     )
@@ -174,7 +177,7 @@ def column_labels(x: float, output: str, inp: str, fontsize: float, shift: float
     (<BOS> gray italic), `shift` further out for the staggered row. A label of a token
     the model generated (`generated_out`, `generated_in`) is purple italic."""
     out_colour = PREDICTED if predicted else GENERATED if generated_out else "black"
-    in_colour = "#777777" if bos else GENERATED if generated_in else "black"
+    in_colour = MUTED_TEXT if bos else GENERATED if generated_in else "black"
     return (
         Label(x, 1.07 + shift, output, fontsize, va="bottom", color=out_colour,
               weight="bold" if predicted else "normal", boxed=predicted,
@@ -210,8 +213,8 @@ def generated_note(analysis: Analysis) -> str | None:
 
 def gap_marks(x: float, hidden: int) -> tuple[Label, Label]:
     """The '⋯' under a gap of hidden columns, and how many it hides."""
-    return (Label(x - 0.2, -0.07, "⋯", 9, va="top", color="#888888"),
-            Label(x - 0.2, -0.2, str(hidden), 6, va="top", color="#888888"))
+    return (Label(x - 0.2, -0.07, "⋯", 9, va="top", color=MUTED_TEXT),
+            Label(x - 0.2, -0.2, str(hidden), 6, va="top", color=MUTED_TEXT))
 
 
 def row_titles(bottom: float, height: float) -> tuple[Label, Label]:

@@ -105,7 +105,8 @@ def heatmap_html(analysis: Analysis, view: View, *, grid: str | None = None) -> 
     rows = (
         '<div style="display:flex;align-items:flex-start">'
         f'<div style="flex:0 0 auto">{"".join(labels)}</div>'
-        f'<div style="flex:{grow} 1 auto;overflow-x:auto;min-width:0"><div style="position:relative;{fit}">'
+        f'<div class="attn-scroll" tabindex="0" role="group" aria-label="Heatmap" '
+        f'style="flex:{grow} 1 auto;overflow-x:auto;min-width:0"><div style="position:relative;{fit}">'
         f"{marker}{grid}</div></div>"
         + ("" if rollout else lens)
         + "</div>"

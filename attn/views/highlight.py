@@ -1,7 +1,12 @@
 """The highlighted-token HTML view: the prompt shaded by the attention the predicted
 token pays each of its tokens. Every piece of user text is escaped; nothing a user
 typed can become markup. Tokens a generation step wrote itself (not typed) are
-underlined, dotted purple, and say so on hover."""
+underlined, dotted purple, and say so on hover.
+
+Each token carries its weight for assistive technology too (`data-percent`, which the
+page's stylesheet reads out after the token, unseen: attn/web/layout.py), its text is
+black or white, whichever reads better on its shade, and the strip is one stop of the
+keyboard's tab order whose arrow keys step through the tokens (attn/web/popups.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from html import escape
 from attn.compute.analysis import Analysis
 from attn.compute.profiles import sentences_of
 from attn.views.labels import head_label
-from attn.views.palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL, SENTENCE
+from attn.views.palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL, SENTENCE, ink_on, over_white
 from attn.views.view import View, check_view, first_generated, row
 
 SHADE = BLUE_RGB  # the line diagram's blue
@@ -55,13 +60,14 @@ def token_html(analysis: Analysis, view: View) -> str:
         alpha = min(1.0, w / scale) if scale > 0 else 0.0
         start, stop = analysis.spans[pos]
         text = analysis.prompt[start:stop] or analysis.tokens[pos]
-        fg = "#fff" if alpha > 0.55 else "#111"
+        shade = over_white(SHADE, alpha)  # opaque: the text's contrast holds on any page
+        fg = ink_on(shade)
         generated = pos >= generated_from
         kind, mark = (" attn-gen", f";{GENERATED_STYLE}") if generated else ("", "")
         tip = f"{analysis.tokens[pos]!r}, position {pos}{', generated' if generated else ''}, weight {w:.4f} ({w:.1%})"
         parts.append(
             f'<span class="attn-tok{kind}" data-pos="{pos}" data-weight="{w:.6f}" title="{_attr(tip)}" '
-            f'style="background:rgba({SHADE[0]},{SHADE[1]},{SHADE[2]},{alpha:.3f});color:{fg};'
+            f'data-percent="{100 * w:.1f}" style="background:rgb({shade[0]},{shade[1]},{shade[2]});color:{fg};'
             f'border-radius:3px{mark}">{_token_text(text)}</span>'
         )
     parts.append(
@@ -79,7 +85,8 @@ def token_html(analysis: Analysis, view: View) -> str:
     unit = "word" if analysis.words else "token"
     caption = (
         f"{where}: how much the position predicting <b>{escape(repr(analysis.next_token))}</b> {verb} "
-        f"each {unit}. Hover a {unit} for its exact weight."
+        f"each {unit}. Hover a {unit}, or step through them with the arrow keys, for its exact weight "
+        "(Esc hides it)."
     )
     group = '<span style="display:inline-flex;align-items:center;gap:6px;white-space:nowrap">'
     legend = (  # three groups that wrap as wholes on a narrow screen
@@ -104,6 +111,7 @@ def token_html(analysis: Analysis, view: View) -> str:
     return (
         '<div class="attn-html" style="font-family:ui-sans-serif,system-ui,sans-serif">'
         f'<div style="font-size:13px;color:#333;margin-bottom:6px">{caption}</div>'
-        '<div class="attn-tokens" style="white-space:pre-wrap;line-height:1.9;font-size:16px;'
+        f'<div class="attn-tokens attn-scroll attn-roving" tabindex="0" role="group" aria-label="Highlighted {unit}s, '
+        f'each with its weight" style="white-space:pre-wrap;line-height:1.9;font-size:16px;'
         f'max-height:420px;overflow-y:auto;color:#111">{"".join(parts)}</div>{legend}</div>'
     )

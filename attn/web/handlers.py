@@ -26,14 +26,17 @@ from attn.views import words
 from attn.views.ablation_bars import ablation_html
 from attn.views.compare_diagram import compare_html, compare_svg
 from attn.views.compare_difference import cross_html, difference_html
+from attn.views.describe import compare_alt, diagram_alt
 from attn.views.diagram import line_diagram_html
 from attn.views.export import write_all
 from attn.views.highlight import token_html
 from attn.views.profile_grid import profile_grid_html
 from attn.views.sentence_strip import sentence_strip_html
 from attn.views.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html
+from attn.views.tables import compare_table, overview_table, view_table
 from attn.views.view import View, check_view, fit_controls, head_choice, head_choices, parse_head
 from attn.views.view_cache import ViewCache
+from attn.web.embed import full_explorer_at_load
 from attn.web.layout import ABLATION_HINT, ONE_PROMPT_HINT, Ui, preset_layer
 from attn.web.link import read_link
 from attn.web.subject import Shown, Subject
@@ -48,6 +51,15 @@ def model_status(engine: Engine, name: str) -> str:
     except AttnError as exc:  # a name from a crafted request: say so, as plain text
         return escape(str(exc))
     return model_status_md(REGISTRY[name], state, detail)
+
+
+def compared(comparison, by_words: bool) -> tuple:
+    """(a, b, alignment) of a comparison as the views draw it: summed per word with `by_words`."""
+    a, b, alignment = comparison.a, comparison.b, comparison.alignment
+    if by_words:
+        a, b = words.merged(a), words.merged(b)
+        alignment = align(a.tokens, b.tokens)
+    return a, b, alignment
 
 
 def read_view(analysis, layer, head, bos, show_all, measure) -> View:
@@ -156,7 +168,7 @@ class Handlers:
             ablated = self.engine.cached_ablation(analysis.prompt, analysis.model)
             hint = ABLATION_HINT if ablated is None else ablation_html(ablated, analysis, view)
         views = {
-            ui.figure: line_diagram_html(self.views.line_svg(analysis, view), view),
+            ui.figure: line_diagram_html(self.views.line_svg(analysis, view), view, alt=diagram_alt(analysis, view)),
             ui.tokens_view: token_html(analysis, view),
             ui.ablation: hint,
             ui.overview: self.views.heatmap(analysis, view),
@@ -170,10 +182,7 @@ class Handlers:
 
     def _compare_views(self, comparison, view: View, by_words: bool, profile: str = "bos") -> dict:
         """The figure, tokens, ablation, overview and layer line of a comparison."""
-        a, b, alignment = comparison.a, comparison.b, comparison.alignment
-        if by_words:
-            a, b = words.merged(a), words.merged(b)
-            alignment = align(a.tokens, b.tokens)
+        a, b, alignment = compared(comparison, by_words)
 
         def both(draw) -> str:
             return "".join(f'<div class="attn-side" style="font-weight:bold;margin-top:6px">{side}</div>{draw(x)}'
@@ -181,7 +190,8 @@ class Handlers:
 
         ui = self.ui
         return {
-            ui.figure: compare_html(compare_svg(a, b, alignment, view), view) + difference_html(a, b, alignment, view),
+            ui.figure: (compare_html(compare_svg(a, b, alignment, view), view, alt=compare_alt(a, b, alignment, view))
+                        + difference_html(a, b, alignment, view)),
             ui.tokens_view: both(lambda x: token_html(x, view)),
             ui.ablation: ONE_PROMPT_HINT,
             ui.overview: both(lambda x: self.views.heatmap(x, view)),
@@ -202,6 +212,20 @@ class Handlers:
             return gr.skip()  # a crafted event: nothing changes
         return {self.ui.layer: view.layer, self.ui.head: head_choice(view.head)}
 
+    def on_tables(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words, as_table) -> str:
+        """"Show as table": the view on screen as tables (the view, all layers, or the
+        comparison), "" while the box is unticked; never runs the model."""
+        if shown is None or not as_table:
+            return ""
+        try:
+            analysis = shown.drawn(step, by_words)
+            view = read_view(analysis, layer, head, bos, show_all, measure)
+        except AttnError:
+            return gr.skip()  # on_view says why, in the note under the prompt
+        if shown.comparison is not None:
+            return compare_table(*compared(shown.comparison, by_words), view)
+        return view_table(analysis, view) + overview_table(analysis, view)
+
     def on_export(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words):
         """The view on screen as files: diagram (PNG at 300 dpi, SVG), weights (CSV), analysis
         (JSON); of prompt A in a comparison."""
@@ -218,7 +242,8 @@ class Handlers:
         for old in EXPORT_ROOT.iterdir():  # bounded disk on a public Space
             if time.time() - old.stat().st_mtime > EXPORT_KEEP_SECONDS:
                 shutil.rmtree(old, ignore_errors=True)
-        return [str(p) for p in write_all(analysis, view, tempfile.mkdtemp(dir=EXPORT_ROOT))]
+        files = [str(p) for p in write_all(analysis, view, tempfile.mkdtemp(dir=EXPORT_ROOT))]
+        return gr.update(value=files, visible=True)  # the box is hidden while empty (attn/web/layout.py)
 
     def on_ablate(self, shown: Shown | None, progress=gr.Progress()):
         """Delete each token in turn (batched forward passes, cached). The views, redrawn after
@@ -285,6 +310,10 @@ class Handlers:
             ui.autorun: bool(link.prompt),
             ui.status: self.model_status(link.model),
         }
+
+    def on_load_full_explorer(self, request: gr.Request) -> str:
+        """The embed mode's link to the whole explorer, as the page's address has it."""
+        return full_explorer_at_load(dict(request.query_params) if request is not None else {})
 
     def on_load_analyze(self, run: bool, *args, progress=gr.Progress()):
         """After `on_load`: analyze the link's prompt, when the link had one."""

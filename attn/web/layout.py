@@ -9,6 +9,9 @@ import gradio as gr
 from attn.model.registry import REGISTRY
 from attn.settings import Settings
 from attn.views.view import BOS_MODE_HELP, HEAD_CHOICES_BASE, head_choices
+from attn.web.embed import EMBED_CSS, EMBED_HEAD
+from attn.web.lesson import LESSON_CSS, LESSON_HEAD
+from attn.web.popups import POPUP_CSS, POPUP_JS
 
 BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
 MEASURE_CHOICES = [("Attention weights", "raw"), ("Value-weighted", "value"), ("Rollout", "rollout")]
@@ -24,6 +27,37 @@ CSS = """
 .attn-note { color: var(--body-text-color); background: var(--color-accent-soft);
              border-left: 3px solid var(--color-accent); padding: 4px 8px; font-size: 14px; }
 """
+
+# Accessibility (WCAG 2.2 AA, docs/accessibility.md): text at 4.5:1 where the theme's gray and
+# orange fall short (hints, slider ends, the primary button), a focus ring every control shows,
+# each highlighted token's weight read out after it (unseen), and the tables' look.
+A11Y_CSS = """
+.gradio-container { --body-text-color-subdued: #5f6368; --block-info-text-color: #5f6368;
+                    --button-primary-background-fill: #c2410c; --button-primary-background-fill-hover: #9a3412;
+                    --button-primary-border-color: #c2410c; --button-primary-text-color: #ffffff;
+                    --slider-color: #c2410c; --color-accent: #c2410c; }
+.dark .gradio-container { --body-text-color-subdued: #b8bcc4; --block-info-text-color: #b8bcc4; }
+.gradio-container { --checkbox-background-color-selected: #c2410c; --checkbox-border-color-selected: #c2410c; }
+/* The views are drawn for white paper: in a dark theme they keep it. */
+.dark :is(#continuation, #topk, #figure, #tokens, #tables:has(table), #ablation, #overview) {
+  --body-text-color: #111111; --body-text-color-subdued: #5f6368; --block-info-text-color: #5f6368;
+  background: #ffffff; color: #111111; color-scheme: light; border-radius: 6px; padding: 4px 8px; }
+.dark :is(#continuation, #topk, #figure, #tokens, #tables:has(table), #ablation, #overview) .prose { color: #111111; }
+:focus-visible, .attn-roving [tabindex="-1"]:focus { outline: 3px solid #1f5fbf !important; outline-offset: 2px; }
+.attn-sr, .attn-tok[data-percent]::after, .attn-pred::after {
+  position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
+.attn-tok[data-percent]::after { content: " (" attr(data-percent) "%)"; }
+.attn-pred::after { content: " (the predicted next token)"; }
+.attn-tok, .attn-pred { position: relative; }
+#tables:not(:has(table)) { display: none; }
+.attn-table th, .attn-table td { border: 1px solid #c8c8c8; padding: 2px 8px; text-align: right; color: #111111;
+                                 background: #ffffff; white-space: pre; }
+.attn-table th[scope=row] { text-align: left; font-weight: normal; font-family: ui-monospace, monospace; }
+.attn-table thead th { position: sticky; top: 0; background: #f0f0f0; font-weight: 600; }
+.attn-table caption { caption-side: top; text-align: left; padding: 4px 0; color: #333333; white-space: normal; }
+"""
+CSS += A11Y_CSS + POPUP_CSS + EMBED_CSS + LESSON_CSS
+HEAD = EMBED_HEAD + POPUP_JS + LESSON_HEAD  # the page's <head>: the embed mode's switch, the popups, lesson mode's
 
 PROFILE_CHOICES = [("<BOS> share", "bos"), ("Previous token", "previous"), ("Entropy (spread)", "entropy")]
 # The profile grid (attn/views/profile_grid.py): a pressed cell picks its layer and head; the
@@ -45,7 +79,8 @@ element.addEventListener('focusin', read);
 
 COPY_JS = """
 (query) => {
-  const url = window.location.origin + window.location.pathname + query;
+  const embed = new URLSearchParams(window.location.search).get('embed') === '1';
+  const url = window.location.origin + window.location.pathname + query + (embed ? '&embed=1' : '');
   try { navigator.clipboard.writeText(url).catch(() => {}); } catch (e) {}
   return url;
 }
@@ -95,6 +130,9 @@ class Ui:
     export_btn: gr.Button
     exported: gr.File
     autorun: gr.State  # whether a deep link asked for an analysis
+    as_table: gr.Checkbox  # "Show as table": the view's numbers as tables (attn/views/tables.py)
+    tables: gr.HTML
+    open_full: gr.HTML  # the embed mode's link to the whole explorer (attn/web/embed.py)
     # Issue 22: attention per sentence beside the heatmap, the head-profile grid and its choice.
     sentence_strip: gr.HTML
     profile: gr.Radio
@@ -135,7 +173,8 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
         "Type a prompt (or pick a preset). The model predicts the **next token**; the views show, "
         "layer by layer and head by head, how much attention that prediction paid to each prompt "
         "token. Thicker lines and darker shading mean more attention. Moving the controls re-draws "
-        "from one cached forward pass: it never runs the model again."
+        "from one cached forward pass: it never runs the model again.",
+        elem_id="intro",
     )
     shown = gr.State(None)
     with gr.Row():
@@ -147,7 +186,7 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
                 preset_buttons = [gr.Button(p["name"], size="sm", elem_id=f"preset-{i}")
                                   for i, p in enumerate(examples)]
             look_for = gr.Markdown("", elem_id="look-for")
-            with gr.Row():
+            with gr.Row(elem_id="compare-row"):
                 compare_on = gr.Checkbox(label="Compare with a second prompt (B)", value=False,
                                          elem_id="compare-on", scale=1)
                 prompt_b = gr.Textbox(examples[1]["prompt"], label="Prompt B", lines=1, max_lines=6,
@@ -165,7 +204,8 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
                                 label="Model", elem_id="model")
             status = gr.Markdown(status, elem_id="model-status")
             analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
-    with gr.Row():
+            open_full = gr.HTML(elem_id="open-full")
+    with gr.Row(elem_id="prediction-row"):
         with gr.Column(scale=3):
             # Room for the progress of a model load or an analysis, before the first result.
             summary = gr.HTML('<div class="attn-hint">Press Analyze or pick a preset: the prediction '
@@ -183,7 +223,7 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
     measure = gr.Radio(MEASURE_CHOICES, value="raw", label="Measure", elem_id="measure",
                        info="Raw weights (the lab); weighted by how far each value moves the output "
                             "(Kobayashi et al. 2020); or traced through every layer (Abnar & Zuidema 2020)")
-    with gr.Row():
+    with gr.Row(elem_id="words-row"):
         by_words = gr.Checkbox(label="Words, not pieces (attention summed per word)", value=False,
                                elem_id="words", scale=1)
         step = gr.Slider(0, 31, step=1, value=0, label="Step: the generated token whose prediction is shown",
@@ -191,8 +231,14 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
     layer_info = gr.Markdown(elem_id="layer-info")
     figure = gr.HTML(elem_id="figure")
     tokens_view = gr.HTML(elem_id="tokens")
+    as_table = gr.Checkbox(label="Show as table (every token's weight and rank, for screen readers and copying)",
+                           value=False, elem_id="as-table")
+    tables = gr.HTML(elem_id="tables")
     ablate_btn = gr.Button("Check by removing tokens", size="sm", elem_id="ablate")
     ablation = gr.HTML(ABLATION_HINT, elem_id="ablation")
+    with gr.Accordion("All layers at once", open=True, elem_id="all-layers"):
+        overview = gr.HTML(elem_id="overview")
+
     with gr.Accordion("All layers at once", open=True):
         with gr.Row():
             overview = gr.HTML(elem_id="overview", scale=4)
@@ -204,10 +250,11 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
         link_query = gr.Textbox(visible=False)
         copy_btn = gr.Button("Copy link to this view", size="sm", elem_id="copy-link", scale=1)
         link = gr.Textbox(label="Link", interactive=False, elem_id="link", scale=4, buttons=["copy"])
-    with gr.Row():
+    with gr.Row(elem_id="export-row"):
         export_btn = gr.Button("Download this view (PNG, SVG, CSV, JSON)", size="sm", elem_id="export", scale=1)
+        # Shown once it holds files: Gradio's empty file box is a div with an aria-label and no role.
         exported = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files",
-                           scale=4, height=140)
+                           scale=4, height=140, visible=False)
     autorun = gr.State(False)
     return Ui(shown=shown, prompt=prompt, note=note, preset_buttons=preset_buttons, look_for=look_for,
               compare_on=compare_on, prompt_b=prompt_b, continue_box=continue_box, n_new=n_new,
@@ -216,4 +263,5 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
               by_words=by_words, step=step, layer_info=layer_info, figure=figure, tokens_view=tokens_view,
               ablate_btn=ablate_btn, ablation=ablation, overview=overview, link_query=link_query,
               copy_btn=copy_btn, link=link, export_btn=export_btn, exported=exported, autorun=autorun,
-              sentence_strip=sentence_strip, profile=profile, profile_grid=profile_grid)
+              as_table=as_table, tables=tables, open_full=open_full, sentence_strip=sentence_strip,
+              profile=profile, profile_grid=profile_grid)

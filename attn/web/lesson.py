@@ -41,6 +41,22 @@ READINGS: dict[str, Callable[[readings.Screen], str]] = {
 SETUP_FIELDS = ("prompt", "layer", "head", "measure", "bos", "compare", "continue", "ablate", "profile", "words")
 
 
+# Embedded (`&embed=1`, attn/web/embed.py), the page keeps a course's column short; a lesson's
+# step also needs the views its question names: the per-sentence strip (inside "All layers at
+# once") and the profile grid. A plain embed hides the grid too. A <head> script marks <html>
+# before anything is drawn, as the embed mode's own does.
+LESSON_HEAD = """
+<script>
+if (new URLSearchParams(window.location.search).has('lesson'))
+  document.documentElement.classList.add('attn-lesson');
+</script>
+"""
+LESSON_CSS = """
+:root.attn-embed:not(.attn-lesson) #profiles { display: none !important; }
+:root.attn-embed.attn-lesson #all-layers { display: revert !important; }
+"""
+
+
 class LessonError(AttnError, ValueError):
     """A lesson that cannot be opened: a bad name, a missing file, or a malformed field."""
 

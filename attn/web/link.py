@@ -2,7 +2,8 @@
 (?prompt=...&model=...&layer=...&head=...&bos=...&all=1&measure=value&words=1, plus
 &compare=<prompt B> for a comparison, or &continue=N[&temperature=T&seed=S]&step=K for a
 continuation)
-read into a view, and a view written back as one.
+read into a view, and a view written back as one. `embed=1` may join any of them: the compact
+page a course embeds (attn/web/embed.py); it changes what is shown, never the view.
 
 A link is checked against the model's spec, before any analysis exists, by the same rule
 as every other view (attn.views.view.check_view); a value the model does not allow is replaced
@@ -123,3 +124,13 @@ def share_query(prompt: str, model: str, view: View, *, compare: str = "",
             params.update(temperature=float(c.temperature), seed=int(c.seed))
         params["step"] = int(step)
     return "?" + urlencode(params)
+
+
+EMBED = "embed"  # ?embed=1: the compact page for a course's column (attn/web/embed.py)
+
+
+def full_query(query: Mapping[str, str]) -> str:
+    """A page address's query without `embed` ('?prompt=...'), '' when nothing is left:
+    the same view on the whole explorer."""
+    params = {k: v for k, v in query.items() if k != EMBED}
+    return "?" + urlencode(params) if params else ""

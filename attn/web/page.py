@@ -13,7 +13,7 @@ import gradio as gr
 from attn.compute.engine import Engine
 from attn.settings import Settings
 from attn.views.view_cache import ViewCache
-from attn.web import lesson_page
+from attn.web import embed, lesson_page
 from attn.web.api import Api
 from attn.web.handlers import Handlers, model_status
 from attn.web.layout import COPY_JS, Ui, lay_out
@@ -83,6 +83,12 @@ def wire(blocks: gr.Blocks, ui: Ui, on: Handlers, lesson_ui: lesson_page.LessonU
     ui.export_btn.click(on.on_export, ui.view_inputs, [ui.exported], api_visibility="private", concurrency_limit=2,
                         show_progress_on=[ui.exported])
     ui.copy_btn.click(None, [ui.link_query], [ui.link], js=COPY_JS, api_visibility="private")
+
+    # "Show as table" and the embed mode's link follow the view: link_query changes with it.
+    gr.on([ui.as_table.change, ui.link_query.change], on.on_tables, [*ui.view_inputs, ui.as_table], [ui.tables],
+          **quiet)
+    ui.link_query.change(embed.full_explorer_html, [ui.link_query], [ui.open_full], **quiet)
+    blocks.load(on.on_load_full_explorer, None, [ui.open_full], **quiet)
 
     # The page's load (a deep link, or a lesson's step) and the lesson's Back and Next.
     lesson_page.wire(blocks, ui, lesson_ui, on, lessons, then_view, analyzing)
