@@ -154,3 +154,45 @@ def test_an_embedded_step_works_inside_a_course_page(page, embedding_site):
     frame.locator("#lesson-next").click()
     check_step(frame, 4)
     assert page.errors == []
+
+
+# ---- axe-core (WCAG 2.0-2.2 A/AA, tests/test_a11y.py's rules) on the lesson's pages -------------------
+
+from test_a11y import assert_accessible, axe_source  # noqa: E402,F401  (the fixture, shared)
+
+
+@pytest.mark.parametrize(("query", "number"), [("step=4", 4), ("step=5", 5), ("step=3&embed=1", 3)])
+def test_axe_finds_no_serious_violation_in_a_lesson_step(page, app, axe_source, query, number):  # noqa: F811
+    page.goto(f"{app.url}?lesson=lab&{query}")
+    check_step(page, number)
+    page.locator('#profile-grid button[tabindex="0"]').first.focus()  # a cell's reading shown too
+    assert_accessible(page, axe_source)
+
+
+def test_axe_finds_no_serious_violation_in_a_lesson_in_a_dark_theme(browser, app, axe_source):  # noqa: F811
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+    context.set_default_timeout(T)
+    try:
+        page = context.new_page()
+        page.goto(f"{app.url}?lesson=lab&step=4")
+        check_step(page, 4)
+        assert page.evaluate("document.body.classList.contains('dark')")
+        assert_accessible(page, axe_source)
+    finally:
+        context.close()
+
+
+def test_the_profile_grid_is_one_tab_stop_and_the_arrows_move_in_it(page, app):
+    page.goto(f"{app.url}?lesson=lab&step=6")
+    check_step(page, 6)
+    stops = page.locator('#profile-grid button[tabindex="0"]')
+    expect(stops).to_have_count(1)
+    stops.focus()
+    start = (stops.get_attribute("data-layer"), stops.get_attribute("data-head"))
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    focused = page.evaluate("[document.activeElement.dataset.layer, document.activeElement.dataset.head]")
+    assert focused == [str(int(start[0]) + 1), str(int(start[1]) + 1)]
+    expect(page.locator('#profile-grid button[tabindex="0"]')).to_have_count(1)
+    page.keyboard.press("Tab")  # out of the grid in one press
+    assert page.evaluate("!document.activeElement.closest('#profile-grid')")

@@ -2,7 +2,8 @@
 (attn/compute/profiles.py): how much the head parks on <BOS>, how much it reads the previous
 token, how spread its attention is (entropy).
 
-Each cell is a real <button> (keyboard and screen reader) carrying its layer and head
+Each cell is a real <button> (keyboard and screen reader; the grid is one tab stop and the
+arrow keys move between its cells, so Tab passes it in one press) carrying its layer and head
 (`data-layer`, `data-head`) and its one-line reading as its label ("layer 3, head 1: 63% on
 the previous token"), shown on hover or focus; the page turns a press into a choice of that
 layer and head in every view. Global layers are marked as in the heatmap. Escaped HTML.
@@ -63,6 +64,8 @@ def profile_grid_html(analysis: Analysis, kind: str, view: View | None = None) -
     top = float(finite.max()) if kind == "entropy" and finite.size and finite.max() > 0 else 1.0
     layer = None if view is None or view.measure == "rollout" else view.layer
     head = view.head if view is not None else None
+    # One tab stop for the whole grid (arrow keys move between cells): the chosen cell's.
+    stop = (layer or 0, head if isinstance(head, int) else 0)
     heads = range(analysis.num_heads)
     header = "".join(f'<th scope="col" style="font-weight:normal;font-size:11px;padding:0 2px">head {h}</th>'
                      for h in heads)
@@ -80,6 +83,7 @@ def profile_grid_html(analysis: Analysis, kind: str, view: View | None = None) -
             cells.append(
                 f'<td style="padding:0"><button type="button" class="attn-pcell" data-layer="{i}" data-head="{h}" '
                 f'aria-label="{label}" title="{label}"{" aria-current=true" if chosen else ""} '
+                f'tabindex="{0 if (i, h) == stop else -1}" '
                 f'style="width:{CELL_W}px;height:{CELL_H}px;border:1px solid #fff;border-radius:2px;padding:0;'
                 f"font-size:11px;cursor:pointer;background:rgb{background};color:{ink};{frame}\">"
                 f"{_cell_text(kind, v)}</button></td>"
@@ -100,7 +104,7 @@ def profile_grid_html(analysis: Analysis, kind: str, view: View | None = None) -
         f'<div style="font-size:13px;color:#333;margin-bottom:4px"><b>{escape(PROFILE_NAMES[kind])}</b>: '
         f"{escape(PROFILE_HELP[kind])}; in {unit}. Darker = more. "
         f'<b style="color:{GLOBAL_LAYER}">G</b> = global layer, L = local. Press a cell to show that layer '
-        f"and head in every view.{pieces}</div>"
+        f"and head in every view; the arrow keys move between cells.{pieces}</div>"
         f'<table style="border-collapse:collapse"><caption style="position:absolute;left:-9999px">'
         f"{escape(PROFILE_NAMES[kind])} per layer (rows) and head (columns)</caption>"
         f'<thead><tr><th scope="col" style="font-size:11px;font-weight:normal">layer</th>{header}</tr></thead>'

@@ -56,7 +56,15 @@ A11Y_CSS = """
 .attn-table thead th { position: sticky; top: 0; background: #f0f0f0; font-weight: 600; }
 .attn-table caption { caption-side: top; text-align: left; padding: 4px 0; color: #333333; white-space: normal; }
 """
-CSS += A11Y_CSS + POPUP_CSS + EMBED_CSS + LESSON_CSS
+# The sentence strip and the profile grid are drawn for white paper like the other views; the
+# lesson panel's text too: in a dark theme they keep it.
+PAPER_CSS = """
+.dark :is(#sentence-strip, #profile-grid, #lesson-step, #lesson-reading) {
+  --body-text-color: #111111; --body-text-color-subdued: #5f6368; background: #ffffff; color: #111111;
+  color-scheme: light; border-radius: 6px; padding: 4px 8px; }
+.dark :is(#sentence-strip, #profile-grid, #lesson-step, #lesson-reading) .prose { color: #111111; }
+"""
+CSS += A11Y_CSS + POPUP_CSS + EMBED_CSS + LESSON_CSS + PAPER_CSS
 HEAD = EMBED_HEAD + POPUP_JS + LESSON_HEAD  # the page's <head>: the embed mode's switch, the popups, lesson mode's
 
 PROFILE_CHOICES = [("<BOS> share", "bos"), ("Previous token", "previous"), ("Entropy (spread)", "entropy")]
@@ -75,6 +83,23 @@ const read = (event) => {
 };
 element.addEventListener('mouseover', read);
 element.addEventListener('focusin', read);
+// One tab stop per grid; the arrow keys, Home and End move between its cells.
+element.addEventListener('keydown', (event) => {
+  const b = cell(event);
+  const moves = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]};
+  if (!b || !(event.key in moves || event.key === 'Home' || event.key === 'End')) return;
+  const grid = b.closest('table');
+  let layer = Number(b.dataset.layer), head = Number(b.dataset.head);
+  if (event.key === 'Home') head = 0;
+  else if (event.key === 'End') head = grid.querySelectorAll(`button[data-layer="${layer}"]`).length - 1;
+  else { layer += moves[event.key][0]; head += moves[event.key][1]; }
+  const next = grid.querySelector(`button[data-layer="${layer}"][data-head="${head}"]`);
+  if (!next) return;
+  event.preventDefault();
+  b.tabIndex = -1;
+  next.tabIndex = 0;
+  next.focus();
+});
 """
 
 COPY_JS = """
@@ -237,9 +262,6 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
     ablate_btn = gr.Button("Check by removing tokens", size="sm", elem_id="ablate")
     ablation = gr.HTML(ABLATION_HINT, elem_id="ablation")
     with gr.Accordion("All layers at once", open=True, elem_id="all-layers"):
-        overview = gr.HTML(elem_id="overview")
-
-    with gr.Accordion("All layers at once", open=True):
         with gr.Row():
             overview = gr.HTML(elem_id="overview", scale=4)
             sentence_strip = gr.HTML(elem_id="sentence-strip", scale=1, min_width=180)
