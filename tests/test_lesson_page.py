@@ -169,3 +169,20 @@ def test_a_lessons_text_is_shown_as_text(gpt2, tmp_path):
     assert "<script" not in header and "<img" not in header and "<b>T</b>" not in header
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in header and "&lt;img src=x onerror=y&gt;?" in header
     assert "&lt;b&gt;T&lt;/b&gt;" in header
+
+
+def test_a_step_that_removes_tokens_asks_for_it_then_reads_it(tiny):
+    lui = tiny.lesson_ui
+    out = opened(tiny, lesson="lab", step="3")
+    shown, _, read = analyse_and_read(tiny, out)
+    assert read[lui.ablate_for] == f"{BUNDLED}\n{THIRSTY}" and "Removing each token in turn" in read[lui.reading]
+    tiny.lessons.on_ablate(out[lui.place], shown)  # what the change of ablate_for runs
+    again = tiny.lessons.on_reading(out[lui.place], shown, 0, 1, "Mean over heads", "gray", False, "raw", False)
+    assert lui.ablate_for not in again and "Spearman" in again[lui.reading]
+
+
+def test_other_steps_never_remove_tokens(tiny):
+    out = opened(tiny, lesson="lab", step="4")
+    _, _, read = analyse_and_read(tiny, out)
+    assert tiny.lesson_ui.ablate_for not in read
+    assert tiny.lessons.on_ablate(out[tiny.lesson_ui.place], None) == SKIP

@@ -51,6 +51,7 @@ class LessonUi:
     back: gr.Button
     next: gr.Button
     place: gr.State  # Place or None: not in a lesson
+    ablate_for: gr.Textbox  # hidden: "model\nprompt" a step asks to remove tokens from; its change runs the check
 
     @property
     def outputs(self) -> list:
@@ -65,7 +66,9 @@ def lay_out() -> LessonUi:
         with gr.Row():
             back = gr.Button("Back", size="sm", elem_id="lesson-back", scale=0, min_width=100)
             next_ = gr.Button("Next", size="sm", variant="primary", elem_id="lesson-next", scale=0, min_width=100)
-    return LessonUi(panel, header, reading, back, next_, gr.State(None))
+    # A hidden textbox, not a State: its change event fires when an unqueued event sets it.
+    ablate_for = gr.Textbox(visible=False)
+    return LessonUi(panel, header, reading, back, next_, gr.State(None), ablate_for)
 
 
 def header_html(place: Place) -> str:
@@ -153,7 +156,8 @@ class LessonHandlers:
         return out
 
     def on_ablate(self, place: Place | None, shown: Shown | None, progress=gr.Progress()):
-        """A step that asks for it removes each token once its analysis is shown."""
+        """A step that asks for it removes each token of the prompt on screen (`ablate_for`
+        changed: the reading asked)."""
         if place is None or not place.step.setup.ablate or shown is None or shown.analysis is None:
             return gr.skip()
         return self.on.on_ablate(shown, progress)
@@ -169,10 +173,10 @@ class LessonHandlers:
             view = read_view(analysis, layer, head, bos, show_all, measure)
             ablation = None
             if shown.analysis is not None and not by_words:
-                ablation = self.on.engine.cached_ablation(analysis.prompt, analysis.model)
+                ablation = self.on.engine.cached_ablation(shown.subject.prompt, shown.subject.model)
             screen = Screen(analysis, view, comparison=shown.comparison, ablation=ablation)
-            setup = place.step.setup
-            if setup.ablate and ablation is None and shown.subject.prompt == setup.prompt and not by_words:
+            asks = place.step.setup.ablate and shown.analysis is not None and ablation is None and not by_words
+            if asks:  # the step removes the tokens itself (`on_ablate`), then reads the result
                 body = ('<p class="attn-hint">Removing each token in turn (the model runs once more per token); '
                         "the numbers follow when it is done.</p>")
             else:
@@ -183,22 +187,27 @@ class LessonHandlers:
         except Exception:  # a reading must never break the page
             log.exception("lesson reading %s failed", place.step.reading)
             return {lui.reading: '<div class="attn-hint">These numbers could not be computed for this view.</div>'}
-        return {
+        out = {
             lui.reading: ('<div class="attn-reading" style="font-family:ui-sans-serif,system-ui,sans-serif;'
                           'font-size:15px;line-height:1.5"><h3 style="margin:4px 0">What the numbers say</h3>'
                           f"{body}</div>"),
             self.ui.link_query: link,
         }
+        if asks:
+            out[lui.ablate_for] = f"{shown.subject.model}\n{shown.subject.prompt}"
+        return out
 
 
 def wire(blocks: gr.Blocks, ui: Ui, lui: LessonUi, on: Handlers, lessons: LessonHandlers, then_view,
          analyzing: dict) -> None:
     """The page's load (a lesson link or any other) and the panel's buttons, each followed by
-    the analysis, the views, and the ablation a step asks for."""
+    the analysis and the views; and the token check a step asks for (its reading sets
+    `ablate_for`), followed by the views again."""
     def after_setup(event):
-        shown = then_view(event.then(on.on_load_analyze, [ui.autorun, *ui.analysis_inputs], ui.analysis_outputs,
-                                     **analyzing))
-        return then_view(shown.then(lessons.on_ablate, [lui.place, ui.shown], [ui.ablation], api_visibility="private",
+        return then_view(event.then(on.on_load_analyze, [ui.autorun, *ui.analysis_inputs], ui.analysis_outputs,
+                                    **analyzing))
+
+    then_view(lui.ablate_for.change(lessons.on_ablate, [lui.place, ui.shown], [ui.ablation], api_visibility="private",
                                     concurrency_limit=1, show_progress_on=[ui.ablation]))
 
     # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
@@ -211,4 +220,5 @@ def wire(blocks: gr.Blocks, ui: Ui, lui: LessonUi, on: Handlers, lessons: Lesson
 
 def then_read(event, ui: Ui, lui: LessonUi, lessons: LessonHandlers, quiet: dict):
     """After the views are drawn: the lesson's reading (nothing outside a lesson)."""
-    return event.then(lessons.on_reading, [lui.place, *ui.view_inputs], [lui.reading, ui.link_query], **quiet)
+    return event.then(lessons.on_reading, [lui.place, *ui.view_inputs], [lui.reading, ui.link_query, lui.ablate_for],
+                      **quiet)
