@@ -175,7 +175,7 @@ def test_a_step_that_removes_tokens_asks_for_it_then_reads_it(tiny):
     lui = tiny.lesson_ui
     out = opened(tiny, lesson="lab", step="3")
     shown, _, read = analyse_and_read(tiny, out)
-    assert read[lui.ablate_for] == f"{BUNDLED}\n{THIRSTY}" and "Removing each token in turn" in read[lui.reading]
+    assert read[lui.ablate_for] == f"{BUNDLED}\n{HUNGRY}" and "Removing each token in turn" in read[lui.reading]
     tiny.lessons.on_ablate(out[lui.place], shown)  # what the change of ablate_for runs
     again = tiny.lessons.on_reading(out[lui.place], shown, 0, 1, "Mean over heads", "gray", False, "raw", False)
     assert lui.ablate_for not in again and "Spearman" in again[lui.reading]
