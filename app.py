@@ -33,18 +33,21 @@ def examples() -> list[dict]:
 
 
 def create_page(settings: Settings, engine: Engine | None = None) -> Page:
-    """The page and what drives it in process. The engine sends every model call through
-    spaces.GPU (a no-op off ZeroGPU); a test may hand in an engine of its own."""
+    """The page and what drives it in process. On ZeroGPU the engine sends the GPU models'
+    calls through spaces.GPU; a test may hand in an engine of its own."""
     from attn.compute.engine import Engine
     from attn.errors import AttnError
+    from attn.settings import quiet_forks
     from attn.views.view_cache import ViewCache
     from attn.web import gpu, page
 
+    quiet_forks()  # before the first fork: spaces.GPU forks its workers
     if engine is None:
-        engine = Engine.for_settings(settings, accelerator=gpu.accelerator(settings))
-    if settings.zero_gpu:
-        # ZeroGPU wants weights placed on cuda when the app is created, in the main process.
-        for name in settings.models:
+        engine = Engine.for_settings(settings, accelerator=gpu.accelerator(settings) if settings.zero_gpu else None)
+    # ZeroGPU wants GPU weights placed on cuda when the app is created, in the main thread
+    # (its cuda emulation is per thread); the CPU models load after the server is up (main).
+    for name in settings.models:
+        if settings.uses_gpu(name):
             try:
                 engine.model(name)
             except AttnError as exc:
@@ -72,8 +75,9 @@ def main() -> None:
     from attn.web.layout import CSS, HEAD
 
     page.blocks.launch(share=False, css=CSS, head=HEAD, ssr_mode=False, footer_links=["api"], prevent_thread_lock=True)
-    if not settings.zero_gpu:
-        page.engine.preload(settings.default_model)  # after the server answers: start-up is not held up by it
+    for name in settings.loads_at_start:  # after the server answers: start-up is not held up by them
+        if not settings.uses_gpu(name):  # (the GPU ones were placed while the app was built)
+            page.engine.preload(name)
     page.blocks.block_thread()
     del converter  # held until the server stops: the conversion runs on its own meanwhile
 

@@ -8,7 +8,7 @@ app from `Settings(...)` without touching os.environ. docs/configuration.md has 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +16,23 @@ from attn.model.registry import BUNDLED, REGISTRY
 
 HUB_MODEL = "gemma-3-1b"  # the lab's model, the default where a token can load it
 MAX_TOKENS = 2048  # longest prompt, with <BOS>
+GPU_MODELS = (HUB_MODEL,)  # on ZeroGPU, the models whose calls take a GPU; the others run on the Space's CPU
+
+
+def switch_on(value: str | None) -> bool:
+    """An environment switch read as `spaces` reads SPACES_ZERO_GPU (spaces/config.py): 1, t or
+    true, in any case. Anything else is off, so that `false` cannot put weights on cuda while
+    spaces.GPU does nothing."""
+    return value is not None and value.lower() in ("1", "t", "true")
+
+
+def quiet_forks(env: MutableMapping[str, str] | None = None) -> None:
+    """Before the first fork (spaces.GPU forks a worker per GPU): tokenizers' own thread pool
+    off, so that a fork after a tokenizer was used prints no parallelism warning on every
+    call. The demo encodes one prompt at a time, so the pool gains it nothing. The one write
+    to the environment (tests/test_imports.py allows it here)."""
+    env = os.environ if env is None else env
+    env["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -34,8 +51,8 @@ class Settings:
     prefetch: bool = True  # draw the likely next views in the background
     queue_size: int = 64  # requests waiting at most; more are refused
     device: str | None = None  # "cpu" or "cuda"; None: cuda where there is one
-    zero_gpu: bool = False  # running on a ZeroGPU Space: model calls go through spaces.GPU
-    gpu_seconds: int = 10  # @spaces.GPU(duration=...)
+    zero_gpu: bool = False  # running on a ZeroGPU Space: the GPU models' calls go through spaces.GPU
+    gpu_models: tuple[str, ...] = GPU_MODELS  # which offered models take a GPU on ZeroGPU
     hf_token: str | None = field(default=None, repr=False)  # never printed
 
     def __post_init__(self):
@@ -60,13 +77,19 @@ class Settings:
             prefetch=env.get("ATTN_PREFETCH", "1") != "0",
             queue_size=int(env.get("ATTN_QUEUE_SIZE") or 64),
             device=env.get("ATTN_DEVICE") or None,
-            zero_gpu=bool(env.get("SPACES_ZERO_GPU")),
-            gpu_seconds=int(env.get("ATTN_GPU_SECONDS") or 10),
+            zero_gpu=switch_on(env.get("SPACES_ZERO_GPU")),
+            gpu_models=tuple(m for m in (env.get("ATTN_GPU_MODELS") or "").split(",") if m) or GPU_MODELS,
             hf_token=token,
         )
+
+    def uses_gpu(self, name: str) -> bool:
+        """Whether `name`'s calls take a ZeroGPU GPU (through spaces.GPU, in a forked worker);
+        off ZeroGPU, and for the other models, they run in this process."""
+        return self.zero_gpu and name in self.gpu_models
 
     @property
     def loads_at_start(self) -> list[str]:
         """The models loaded when the app starts: the default one (after the server is
-        up), and on ZeroGPU every offered model (weights placed on cuda at import)."""
+        up), and on ZeroGPU every offered model (the GPU ones placed on cuda while the app
+        is built, in the main thread, as ZeroGPU wants; the others after the server is up)."""
         return list(self.models) if self.zero_gpu else [self.default_model]

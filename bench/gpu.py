@@ -14,14 +14,16 @@ Measured per prompt size (the artist passage, 512 and 2048 tokens): the first ca
 median analysis (tokenize + forward + integrity check + capture to numpy), a bare eager
 `model(ids, output_attentions=True)`, an sdpa forward without weights (what eager costs),
 and peak GPU memory; plus load time, the host-to-GPU weight copy ZeroGPU makes when a GPU
-call starts, and how far bf16 weights drift from float32 ones on the same model.
+call starts, and how far bf16 weights drift from float32 ones on the same model. Then a cold
+and a warm call of each kind a GPU call can be (bench/gpu_kinds.py: an analysis, a whole
+ablation, a 32-step continuation, a comparison of two new prompts, at the largest size), what
+attn/compute/duration.py requests for each, and the constants those calls suggest for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
@@ -33,6 +35,7 @@ from pathlib import Path
 if not __package__:  # run as `python bench/gpu.py`: import from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench import gpu_kinds
 from bench.prompts import ARTIST, n_tokens, sized_prompt
 
 MODEL = "gemma-3-1b"
@@ -247,18 +250,21 @@ def main() -> int:
             "same_next_token": got.next_token_id == ref.next_token_id,
         }
         print(json.dumps(results["served_vs_float32"]))
+        del f32, ref, got
 
-    ok = [r for r in results["sizes"] if "error" not in r]
-    if len(ok) < len(sizes):
+        # A cold and a warm call of each kind (what a fresh or a kept ZeroGPU worker runs).
+        long_prompt = sized_prompt(loaded.tokenizer, sizes[1] if args.tiny else sizes[-1])
+        results.update(gpu_kinds.measure(loaded, long_prompt, "Once more: " + long_prompt, 4 if args.tiny else 32,
+                                         1 if args.tiny else repeats, sync))
+        results["suggested_constants"] = gpu_kinds.suggest(results)
+
+    if len([r for r in results["sizes"] if "error" not in r]) < len(sizes):
         print("some sizes failed")
-    worst = max(r.get("first_call_s", r.get("first_at_size_s", 0)) for r in ok)
-    longest = ok[-1]
-    need = worst + results["weights_to_gpu_s"] + longest["analysis_s"]
-    # A floor of 10 s: ZeroGPU runs on a slice of an H200 and a fresh worker pays CUDA start-up.
-    results["suggested_duration_s"] = max(10, int(math.ceil(3 * need)))
-    print(f"worst first call {worst:.2f} s, weights to GPU {results['weights_to_gpu_s']:.2f} s, "
-          f"{longest['tokens']} tokens {longest['analysis_s'] * 1000:.0f} ms "
-          f"-> suggested @spaces.GPU(duration={results['suggested_duration_s']})")
+    for kind, row in results["kinds"].items():
+        ratio = row["requested_s"] / row["cold_s"]
+        print(f"{kind}: {row['tokens']} tokens, {row['steps']} steps: cold {row['cold_s']:.2f} s, warm "
+              f"{row['warm_s']:.2f} s -> requested {row['requested_s']} s ({ratio:.1f}x cold)")
+    print("suggested constants for attn/compute/duration.py:", json.dumps(results["suggested_constants"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0

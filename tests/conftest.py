@@ -12,12 +12,14 @@ tests skip when it was loaded in another dtype (ATTN_DEVICE=cuda gives bfloat16)
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+import attn.compute.cache
 import attn.model.loading
 import attn.model.registry
 from attn.model.loading import LoadedModel
@@ -73,6 +75,28 @@ def bundled() -> LoadedModel:
 def on_cpu(monkeypatch):
     """Load models on the CPU in float32 for this test, whatever machine runs it."""
     monkeypatch.setenv("ATTN_DEVICE", "cpu")
+
+
+@pytest.fixture
+def parked(monkeypatch) -> threading.Semaphore:
+    """Released once for each thread that waits for another thread's computation of its
+    key (ByteLRU's single flight) instead of computing: a test can hold a computation until
+    every other request has arrived and is waiting, with no sleep. A waiter is seen on the
+    one Event a flight is finished by, so nothing else about the cache changes."""
+    arrived = threading.Semaphore(0)
+
+    class SeenEvent(threading.Event):
+        def wait(self, timeout=None):
+            arrived.release()
+            return super().wait(timeout)
+
+    class SeenFlight(attn.compute.cache._Flight):
+        def __init__(self):
+            super().__init__()
+            self.done = SeenEvent()
+
+    monkeypatch.setattr(attn.compute.cache, "_Flight", SeenFlight)
+    return arrived
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,9 @@ import pytest
 
 import attn.model.loading as models
 import attn.model.registry as registry
+from attn.compute.duration import gpu_seconds
 from attn.compute.forward import analyze
+from attn.compute.jobs import Work
 from bench.gpu import GEMMA_3_1B, GEMMA_3_1B_PARAMS, TINY, build_checkpoint, tokenizer_dir
 from bench.prompts import ARTIST
 from conftest import ROOT
@@ -64,8 +66,29 @@ def test_the_gpu_sizing_script_runs_end_to_end_on_the_cpu_with_tiny_shapes(bundl
     # Same weights in float32 both ways on the CPU: the comparison must find no drift.
     drift = result["served_vs_float32"]
     assert drift["dtype"] == "float32" and drift["max_abs"] == 0 and drift["same_next_token"]
-    assert result["suggested_duration_s"] >= 10
-    assert "suggested @spaces.GPU(duration=" in proc.stdout
+    # A cold and a warm call of each kind a GPU call can be, each with what the app requests for it.
+    kinds = result["kinds"]
+    assert set(kinds) == {"forward", "ablation", "generate", "compare"}
+    for kind, row in kinds.items():
+        assert 0 < row["warm_s"] and 0 < row["cold_s"] and row["tokens"] > 0, (kind, row)
+        assert row["requested_s"] == gpu_seconds(Work(kind, row["tokens"], row["steps"]))
+    assert kinds["generate"]["steps"] == 4 and kinds["ablation"]["tokens"] > kinds["forward"]["tokens"]
+    assert set(result["suggested_constants"]) == {"COLD_S", "TOKEN_S", "STEP_S"}
+    assert "suggested constants for attn/compute/duration.py" in proc.stdout
+
+
+@pytest.mark.slow  # builds the page, forks workers: half a minute
+def test_the_class_simulation_asks_the_gpu_nothing_for_stored_or_270m_work(bundled, tmp_path):
+    out = tmp_path / "class.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "classroom.py"), "--visitors", "9", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["actions"] == 27 and result["gpu_calls_for_stored_or_270m_work"] == 0
+    table = result["table"]
+    assert table["1B, preset"]["gpu_calls"] >= 1 and table["270M, typed"]["gpu_calls"] == 0
+    assert result["stats"]["gpu_calls"] == sum(row["gpu_calls"] for row in table.values())
+    assert "GPU calls for stored or 270M work: 0" in proc.stdout
 
 
 @pytest.mark.slow

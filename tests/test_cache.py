@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attn.compute import cache as cache_module
 from attn.compute.cache import ByteLRU
 
 
@@ -91,28 +90,6 @@ def test_get_or_compute_computes_once_then_serves_the_cache():
     assert len(calls) == 1
     stats = cache.stats()
     assert (stats.misses, stats.hits) == (1, 1)
-
-
-@pytest.fixture
-def parked(monkeypatch) -> threading.Semaphore:
-    """Released once for each thread that waits for another thread's computation of its
-    key (ByteLRU's single flight) instead of computing: a test can hold a computation until
-    every other request has arrived and is waiting, with no sleep. A waiter is seen on the
-    one Event a flight is finished by, so nothing else about the cache changes."""
-    arrived = threading.Semaphore(0)
-
-    class SeenEvent(threading.Event):
-        def wait(self, timeout=None):
-            arrived.release()
-            return super().wait(timeout)
-
-    class SeenFlight(cache_module._Flight):
-        def __init__(self):
-            super().__init__()
-            self.done = SeenEvent()
-
-    monkeypatch.setattr(cache_module, "_Flight", SeenFlight)
-    return arrived
 
 
 def held_until_all_arrive(parked: threading.Semaphore, others: int, result):
@@ -207,6 +184,31 @@ def test_a_failed_computation_reaches_every_waiter_and_is_not_cached(parked):
     assert all(e is errors[0] for e in errors)  # each waiter got the one computation's error
     assert "k" not in cache
     assert cache.get_or_compute("k", lambda: b"recovered") == b"recovered"
+
+
+class Refused(RuntimeError):
+    """An answer to one request only (a platform's refusal)."""
+
+
+def test_a_private_error_reaches_no_waiter_each_computes_for_itself(parked):
+    cache = ByteLRU(1000, size_of=len, private=(Refused,))
+
+    def refused():
+        raise Refused("your quota is spent")
+
+    first, calls, all_arrived = held_until_all_arrive(parked, 2, refused)
+    outcomes = []
+
+    def request():
+        try:
+            outcomes.append(cache.get_or_compute("k", lambda: first() if not calls else b"mine"))
+        except Refused as exc:
+            outcomes.append(str(exc))
+
+    run_all([request] * 3)
+    assert all_arrived.is_set()  # the other two asked while the refused computation ran
+    assert sorted(outcomes, key=str) == [b"mine", b"mine", "your quota is spent"]
+    assert cache.get("k") == b"mine"
 
 
 def test_an_oversized_computed_value_is_returned_but_not_kept():

@@ -10,7 +10,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from test_gpu_worker import ForkedWorker
 
 from attn.compute import compare
 from attn.compute.compare import align, unembed_probs
@@ -118,19 +117,6 @@ def test_a_probability_nothing_can_tell_is_none_never_a_guess(hungry_thirsty):
     a, b = hungry_thirsty.a, hungry_thirsty.b
     p_ab, p_ba = compare.cross_probs(replace(a, final_hidden=None), b, unembed=lambda h, ids: 1 / 0)
     assert p_ab == compare.known_prob(b, a.next_token_id) and p_ba is None
-
-
-@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
-def test_the_unembedding_runs_in_the_forked_worker_and_is_counted_here(bundled_f32, hungry_thirsty):
-    gpu = ForkedWorker()
-    try:
-        engine = engine_with(bundled_f32, accelerator=gpu)
-        remote = engine.compare(HUNGRY, THIRSTY, BUNDLED)
-    finally:
-        gpu.close()
-    assert gpu.calls == 3 and engine.forward_calls == 2 and engine.unembed_calls == 1  # two analyses, one unembedding
-    assert remote.p_a_of_b_next == pytest.approx(hungry_thirsty.p_a_of_b_next, abs=1e-6)
-    assert remote.p_b_of_a_next == pytest.approx(hungry_thirsty.p_b_of_a_next, abs=1e-6)
 
 
 # ---- refusals --------------------------------------------------------------------------

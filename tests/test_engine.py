@@ -128,6 +128,68 @@ def test_every_model_call_goes_through_the_accelerator_and_nothing_else_does(gpt
     assert seen == [("forward", "tiny-gpt2"), ("generate", "tiny-gpt2"), ("ablation", "tiny-gpt2")]
 
 
+class SeenLock:
+    """A run lock that says when a call waits on it."""
+
+    def __init__(self):
+        self.lock, self.waited = threading.Lock(), threading.Event()
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            self.waited.set()
+            self.lock.acquire()
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def two_calls_at_once(engine, monkeypatch, while_first_runs):
+    """Analyse two prompts in two threads; the first pass runs until `while_first_runs()` returns."""
+    real = attn.compute.forward.forward
+    first_inside = threading.Event()
+
+    def forward(loaded, prompt, encoded, **kwargs):
+        if prompt == "first prompt":
+            first_inside.set()
+            assert while_first_runs()
+        return real(loaded, prompt, encoded, **kwargs)
+
+    monkeypatch.setattr(attn.compute.forward, "forward", forward)
+    first = threading.Thread(target=engine.analyze, args=("first prompt", "tiny-gpt2"))
+    first.start()
+    assert first_inside.wait(10)
+    second = threading.Thread(target=engine.analyze, args=("second prompt", "tiny-gpt2"))
+    second.start()
+    for thread in (first, second):
+        thread.join(30)
+    return engine.cached("first prompt", "tiny-gpt2"), engine.cached("second prompt", "tiny-gpt2")
+
+
+def test_a_cpu_models_calls_run_one_at_a_time(gpt2, monkeypatch):
+    """In this process, one call per model at a time: bounded memory, no thread thrash."""
+    engine = engine_with(CountingLoader(gpt2), ["tiny-gpt2"])
+    lock = engine._run_locks["tiny-gpt2"] = SeenLock()
+    assert all(two_calls_at_once(engine, monkeypatch, lambda: lock.waited.wait(10)))
+
+
+def test_a_gpu_models_calls_take_no_lock(gpt2, monkeypatch):
+    """Through the accelerator the platform queues and runs calls side by side: the second
+    call starts while the first runs."""
+    engine = engine_with(CountingLoader(gpt2), ["tiny-gpt2"], accelerator=lambda fn: fn, gpu_models=["tiny-gpt2"])
+    engine.model("tiny-gpt2")  # a GPU model loads in the main thread only
+    second_inside = threading.Event()
+    real = attn.compute.forward.forward
+
+    def spy(loaded, prompt, encoded, **kwargs):
+        if prompt == "second prompt":
+            second_inside.set()
+        return real(loaded, prompt, encoded, **kwargs)
+
+    monkeypatch.setattr(attn.compute.forward, "forward", spy)
+    assert all(two_calls_at_once(engine, monkeypatch, lambda: second_inside.wait(10)))
+    assert (engine.gpu_calls, engine.cpu_calls) == (2, 0)
+
+
 # ---- bad requests --------------------------------------------------------------------
 
 

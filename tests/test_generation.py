@@ -11,15 +11,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_gpu_worker import ForkedWorker
 
 import attn.compute.generation
 from attn.compute import forward, generation
 from attn.compute.engine import Engine
 from attn.compute.generation import MAX_NEW_TOKENS, TOP_K, Continuation, check_continuation
-from attn.errors import AnalysisFailedError, PromptError, ViewError
+from attn.errors import PromptError, ViewError
 from attn.model.loading import LoadedModel
-from attn.model.registry import BUNDLED
 from attn.views.view import View, check_view, row
 from helpers import THIRSTY, engine_with
 
@@ -193,36 +191,6 @@ def test_a_generation_pickles_and_comes_back_equal(thirsty):
         assert mine.top_k == theirs.top_k and mine.spans == theirs.spans
         np.testing.assert_array_equal(mine.last_row, theirs.last_row)
     assert back.nbytes == thirsty.nbytes >= sum(s.last_row.nbytes + s.value_norms.nbytes for s in thirsty.steps)
-
-
-@pytest.fixture
-def forked_engine(bundled_f32):
-    gpu = ForkedWorker()
-    yield engine_with(bundled_f32, accelerator=gpu), gpu
-    gpu.close()
-
-
-@pytest.mark.slow  # a few seconds of real-model passes; CI runs it
-def test_a_generation_made_in_a_forked_worker_equals_one_made_in_process(forked_engine, thirsty):
-    engine, gpu = forked_engine
-    remote = engine.generate(THIRSTY, BUNDLED, 4)
-    assert gpu.calls == 1 and engine.generate_calls == 1  # counted here, not in the worker
-    assert remote.generated_ids.tolist() == thirsty.generated_ids[:4].tolist()
-    # One CPU thread there: the same numbers up to summation order.
-    for mine, theirs in zip(remote.steps, thirsty.steps[:4], strict=True):
-        np.testing.assert_allclose(mine.last_row, theirs.last_row, rtol=0, atol=1e-6)
-
-
-def test_a_failure_in_the_worker_arrives_with_its_message(forked_engine, monkeypatch):
-    engine, gpu = forked_engine
-
-    def fail(*args, **kwargs):
-        raise MemoryError
-
-    monkeypatch.setattr(attn.compute.generation, "decode", fail)  # inherited by the fork
-    with pytest.raises(AnalysisFailedError, match="failed while generating \\(MemoryError\\)"):
-        engine.generate(THIRSTY, BUNDLED, 2)
-    assert gpu.calls == 1 and len(engine.cache) == 0
 
 
 # ---- in the engine ---------------------------------------------------------------------

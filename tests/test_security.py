@@ -135,8 +135,10 @@ def test_from_pretrained_only_sees_registry_ids_or_the_verified_cache(monkeypatc
     the bundled model, the directory the verified cache handed over; for nothing else."""
     # The model classes first: their first import replaces the `transformers` module in
     # sys.modules (the load does one), and patches on the old module would go unseen.
-    import transformers
     from transformers import Gemma3ForCausalLM  # noqa: F401 - imported for its side effect (above)
+
+    # isort: split
+    import transformers  # after the classes: the module they left in sys.modules
 
     from attn.model import bundled
 

@@ -111,10 +111,12 @@ def test_a_free_course_author_s_space_is_a_zerogpu_one():
 
 
 def test_an_anonymous_student_can_ask_about_ten_new_prompts_a_day():
-    """ZeroGPU schedules a call only while the quota left covers the duration it asks for."""
-    from attn.settings import Settings
+    """ZeroGPU schedules a call only while the quota left covers the duration it asks for: here
+    what a new prompt of the artist passage's length asks for (attn/compute/duration.py)."""
+    from attn.compute.duration import gpu_seconds
+    from attn.compute.jobs import Work
 
-    asked = Settings().gpu_seconds
+    asked = gpu_seconds(Work("forward", 37))
     assert asked * NEW_PROMPTS_PER_ANONYMOUS_DAY <= DAILY_QUOTA_S["anonymous"]
 
 

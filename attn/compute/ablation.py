@@ -4,7 +4,9 @@ how the probability of the original next token moves.
 Attention says where a prediction looked; deleting a token says whether it mattered.
 Every deletion leaves T-1 tokens, so the shortened prompts batch without padding. The
 batches are bounded in tokens, and each one is a separate call to `run`, so a caller can
-take its one-forward-at-a-time lock per batch and let other requests in between.
+take its one-forward-at-a-time lock per batch and let other requests in between (the CPU),
+or make one call of all the deletions and loop the batches inside it (a ZeroGPU GPU, where
+each call is a request against the visitor's quota; `device_batch_tokens` sizes them there).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from attn.model.loading import LoadedModel
 ABLATION_SCHEMA = "attn-ablation/1"
 EXHAUSTIVE_MAX_TOKENS = 64  # up to this many tokens (with <BOS>), every token is deleted in turn
 MOST_ATTENDED = 32  # beyond it, the tokens with the most attention (mean over layers and heads)
-BATCH_TOKENS = 4096  # tokens per batched forward: bounds memory and how long one batch holds a lock
+BATCH_TOKENS = 4096  # tokens per batched forward on the CPU: bounds memory and how long one batch holds a lock
+EVERY_ROW = 2**62  # batch_tokens for `ablate` when `run` takes every deletion in one call
+GPU_MEMORY_SHARE = 0.5  # of the GPU memory free when a call starts, what one batch may take
 
 Progress = Callable[[int, int], None]  # (deletions done, deletions in all)
 # Runs one batch: the positions deleted in each row -> P(next) per row. The engine's runner
@@ -144,6 +148,26 @@ def p_next_without(
         if progress:
             progress(done, total)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def device_batch_tokens(loaded: LoadedModel, n_ids: int) -> int:
+    """Tokens per batch for deletions of an `n_ids`-token prompt on `loaded`'s device:
+    BATCH_TOKENS on the CPU; on a GPU as many rows as fit GPU_MEMORY_SHARE of its free memory,
+    by a row's transient bytes in one decoder layer (eager attention's float32 scores and
+    weights, and the MLP's activations: the layers run one after another)."""
+    if not str(loaded.device).startswith("cuda"):
+        return BATCH_TOKENS
+    import torch
+
+    config = loaded.model.config
+    hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
+    inner = int(getattr(config, "intermediate_size", 0) or getattr(config, "n_inner", 0) or 4 * hidden)
+    item = torch.finfo(next(loaded.model.parameters()).dtype).bits // 8
+    n = max(1, n_ids - 1)
+    per_row = 2 * loaded.num_heads * n * n * 4 + n * (3 * inner + 4 * hidden) * item
+    free, _ = torch.cuda.mem_get_info()
+    rows = max(1, int(free * GPU_MEMORY_SHARE) // per_row)
+    return rows * n
 
 
 def batch_p_next(loaded: LoadedModel, ids: list[int], chunk: list[int], next_id: int) -> np.ndarray:

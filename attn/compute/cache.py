@@ -1,7 +1,9 @@
 """An LRU cache bounded in bytes, shared by all users, safe under concurrent access.
 
 Concurrent requests for the same key wait for one computation instead of each running
-the model ("single flight").
+the model ("single flight"). A failure is never cached; one of the kinds named `private`
+(a platform's answer to that one request, say its quota) is not handed to the requests
+waiting on it either: each of them then computes for itself.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ class _Flight:
 
 
 class ByteLRU(Generic[V]):
-    def __init__(self, max_bytes: int, size_of: Callable[[V], int]):
+    def __init__(self, max_bytes: int, size_of: Callable[[V], int],
+                 private: tuple[type[BaseException], ...] = ()):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.max_bytes = int(max_bytes)
         self._size_of = size_of
+        self._private = private
         self._items: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
         self._flights: dict[Hashable, _Flight] = {}
         self._lock = threading.Lock()
@@ -67,24 +71,30 @@ class ByteLRU(Generic[V]):
                 self._stats.evictions += 1
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-                self._stats.hits += 1
-                return item[0]
-            flight = self._flights.get(key)
-            leader = flight is None
+        while True:
+            with self._lock:
+                item = self._items.get(key)
+                if item is not None:
+                    self._items.move_to_end(key)
+                    self._stats.hits += 1
+                    return item[0]
+                flight = self._flights.get(key)
+                leader = flight is None
+                if leader:
+                    flight = self._flights[key] = _Flight()
+                    self._stats.misses += 1
             if leader:
-                flight = self._flights[key] = _Flight()
-                self._stats.misses += 1
-        if not leader:
+                return self._lead(key, flight, compute)
             flight.done.wait()
+            if isinstance(flight.error, self._private):
+                continue  # the leader's own answer: try again, as leader or behind a new one
             if flight.error is not None:
                 raise flight.error
             with self._lock:
                 self._stats.hits += 1
             return flight.value
+
+    def _lead(self, key: Hashable, flight: _Flight, compute: Callable[[], V]) -> V:
         try:
             flight.value = compute()
             self.put(key, flight.value)

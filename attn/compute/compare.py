@@ -21,7 +21,9 @@ import numpy as np
 
 from attn.compute import measures
 from attn.compute.analysis import Analysis
+from attn.compute.encode import Encoded
 from attn.compute.hooks import find_parts
+from attn.errors import AttnError, ModelUnavailableError, PlatformError, UnknownModelError
 from attn.model.loading import LoadedModel
 
 COMPARE_SCHEMA = "attn-compare/1"
@@ -110,6 +112,59 @@ def compare(a: Analysis, b: Analysis, unembed: Unembed | None = None) -> Compari
         raise ValueError(f"Analyses of different models cannot be compared ({a.model!r}, {b.model!r}).")
     p_b_of_a, p_a_of_b = cross_probs(a, b, unembed)
     return Comparison(a=a, b=b, alignment=align(a.tokens, b.tokens), p_b_of_a_next=p_b_of_a, p_a_of_b_next=p_a_of_b)
+
+
+# One side of a comparison made in one call: its analysis when it is known, else the prompt
+# and its encoding to analyse; None for B: the same prompt as A.
+Side = Analysis | tuple[str, Encoded] | None
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    """What one call of `analyze_pair` sends back: the analyses it made (None: it was
+    given), and the cross probabilities (None: not known)."""
+
+    new_a: Analysis | None
+    new_b: Analysis | None
+    p_b_of_a_next: float | None
+    p_a_of_b_next: float | None
+    unembedded: bool  # whether the final hidden states went through the unembedding
+
+
+def analyze_pair(loaded: LoadedModel, side_a: Side, side_b: Side) -> PairOutcome:
+    """A comparison's model work in one call (one GPU request on ZeroGPU): the analyses not
+    known yet, then at most one unembedding for the cross probabilities. An error about a
+    prompt says which one ("Prompt B: ...")."""
+    from attn.compute import forward
+
+    def made(label: str, side: Side) -> Analysis | None:
+        if side is None or isinstance(side, Analysis):
+            return None
+        return labelled(label, lambda: forward.forward(loaded, side[0], side[1]))
+
+    new_a = made("A", side_a)
+    a = new_a if new_a is not None else side_a
+    new_b = made("B", side_b)
+    b = new_b if new_b is not None else (a if side_b is None else side_b)
+    unembedded = []
+
+    def unembed(hidden: np.ndarray, token_ids: list[int]) -> np.ndarray:
+        unembedded.append(len(token_ids))
+        return unembed_probs(loaded, hidden, token_ids)
+
+    p_b_of_a, p_a_of_b = cross_probs(a, b, unembed)
+    return PairOutcome(new_a, new_b, p_b_of_a, p_a_of_b, bool(unembedded))
+
+
+def labelled(label: str, job):
+    """Run `job`; an error about its prompt comes back naming it ("Prompt B: ..."). Errors
+    about the model (unknown, unavailable) or the platform concern both prompts: unchanged."""
+    try:
+        return job()
+    except (UnknownModelError, ModelUnavailableError, PlatformError):
+        raise
+    except AttnError as exc:
+        raise type(exc)(f"Prompt {label}: {exc}") from exc
 
 
 def unembed_probs(loaded: LoadedModel, hidden: np.ndarray, token_ids: list[int]) -> np.ndarray:

@@ -3,55 +3,44 @@
 The UI and the CLI talk to an Engine; they never touch a model. Loading is lazy and
 happens once per model (a load failure is remembered with its reason, never retried on
 every request, never silently swapped for another model).
+
+A model call runs one of two ways. In this process, under the model's run lock (one call per
+model at a time: bounded memory, no thread thrash). Or, for the models given as `gpu_models`,
+through the accelerator (spaces.GPU on ZeroGPU) without a lock: the platform queues the call
+and runs calls in parallel workers, and a lock held across its queue would make every visitor
+of the model wait behind one queued visitor. One user action is one GPU call (each is a
+request against the visitor's quota): an analysis, a comparison, a whole ablation, a
+continuation.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from dataclasses import dataclass
+from collections import Counter
 from typing import Callable
 
-from attn.compute import ablation, compare, forward, generation
+from attn.compute import ablation, compare, generation
 from attn.compute.ablation import Ablation
 from attn.compute.analysis import Analysis
 from attn.compute.cache import ByteLRU, CacheStats
-from attn.compute.compare import Comparison
+from attn.compute.compare import Comparison, labelled
+from attn.compute.duration import gpu_seconds
 from attn.compute.encode import Encoded, check_prompt, encode
 from attn.compute.generation import Generation
-from attn.errors import AnalysisFailedError, AttnError, ModelUnavailableError, UnknownModelError, echo
+from attn.compute.jobs import JOBS, device_fault, work_of
+from attn.errors import AnalysisFailedError, AttnError, ModelUnavailableError, PlatformError, UnknownModelError, echo
 from attn.model import loading
 from attn.model.loading import LoadedModel
-from attn.model.registry import get_spec
+from attn.model.registry import REGISTRY, get_spec
 from attn.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[str, Callable[[str], None]], LoadedModel]
-Accelerator = Callable[[Callable], Callable]  # e.g. spaces.GPU(duration=10)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One kind of model call: what it runs on the loaded model, what its failure says, and
-    which of the engine's counters counts it (None: counted by its caller)."""
-
-    run: Callable  # (LoadedModel, *args) -> a picklable value
-    failure: str
-    counter: str | None
-
-
-# Looked up when called (not bound here), so a test may replace a module's function.
-JOBS = {
-    "forward": Job(lambda loaded, *args: forward.forward(loaded, *args),
-                   "The model failed on this prompt", "forward_calls"),
-    "ablation": Job(lambda loaded, *args: ablation.batch_p_next(loaded, *args),
-                    "The model failed while deleting tokens", None),  # an ablation counts once, not per batch
-    "generate": Job(lambda loaded, *args: generation.decode(loaded, *args),
-                    "The model failed while generating", "generate_calls"),
-    "unembed": Job(lambda loaded, *args: compare.unembed_probs(loaded, *args),
-                   "The model failed while comparing", "unembed_calls"),
-}
+# Wraps the engine's GPU entry point (job, model_name, work, *args) -> value; e.g. attn.web.gpu's.
+Accelerator = Callable[[Callable], Callable]
 
 
 class Engine:
@@ -63,13 +52,15 @@ class Engine:
         cache_bytes: int = Settings.cache_bytes,
         max_tokens: int = Settings.max_tokens,
         accelerator: Accelerator | None = None,
+        gpu_models: list[str] | None = None,  # through the accelerator; None: every model, when one is given
     ):
         self.max_tokens = max_tokens
         # Analyses under (model, prompt), ablations under ("ablation", model, prompt),
         # generations under ("generation", model, prompt, n, temperature, seed), comparisons
-        # under ("compare", model, prompt_a, prompt_b).
+        # under ("compare", model, prompt_a, prompt_b). A platform's refusal is never cached
+        # and never handed to another request for the same key.
         self.cache: ByteLRU[Analysis | Ablation | Generation | Comparison] = ByteLRU(
-            cache_bytes, size_of=lambda a: a.nbytes)
+            cache_bytes, size_of=lambda a: a.nbytes, private=(PlatformError,))
         self.model_names = list(model_names)
         self._loader = loader
         self._models: dict[str, LoadedModel] = {}
@@ -81,10 +72,19 @@ class Engine:
         self.ablation_calls = 0  # ablations computed (each is several batched forward passes)
         self.generate_calls = 0  # generations computed (each is one KV-cached loop)
         self.unembed_calls = 0  # cross probabilities read from stored hidden states (no forward pass)
-        # On ZeroGPU the accelerator (spaces.GPU) runs every model call in a forked worker:
-        # its arguments and result are pickled, and nothing it changes here comes back.
-        # So it gets only what it needs and returns a value; all bookkeeping stays here.
-        self._remote = (accelerator or (lambda fn: fn))(self._outcome)
+        self.cpu_calls = 0  # model calls run in this process
+        self.gpu_calls = 0  # calls sent through the accelerator (requests to ZeroGPU)
+        self.gpu_seconds_requested = 0  # the durations those asked for (attn/compute/duration.py)
+        self.refusals: Counter[str] = Counter()  # PlatformErrors by kind (a refusal's, or "gpu_fault")
+        if accelerator is None:
+            gpu_models = []
+        self._gpu_models = set(self.model_names if gpu_models is None else gpu_models)
+        self._pid = os.getpid()
+        self._counting = threading.Lock()
+        # On ZeroGPU the accelerator (spaces.GPU) runs a call in a forked worker: its
+        # arguments and result are pickled, and nothing it changes here comes back. So it
+        # gets only what it needs and returns a value; all bookkeeping stays here.
+        self._remote = (accelerator or (lambda fn: fn))(self._on_gpu)
 
     @classmethod
     def for_settings(cls, settings: Settings, accelerator: Accelerator | None = None) -> "Engine":
@@ -92,7 +92,8 @@ class Engine:
         load them."""
         return cls(loader=lambda name, progress: loading.load(name, settings, progress),
                    model_names=list(settings.models), cache_bytes=settings.cache_bytes,
-                   max_tokens=settings.max_tokens, accelerator=accelerator)
+                   max_tokens=settings.max_tokens, accelerator=accelerator,
+                   gpu_models=[name for name in settings.models if settings.uses_gpu(name)])
 
     # ---- models -------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
@@ -109,6 +110,13 @@ class Engine:
             if name in self._models:
                 return self._models[name]
             if name in self._errors:
+                raise ModelUnavailableError(self._errors[name])
+            if name in self._gpu_models and threading.current_thread() is not threading.main_thread():
+                # ZeroGPU emulates cuda in the main thread only: a move to cuda from another
+                # thread (a request's, a background load's, a worker's) raises there.
+                label = REGISTRY[name].label if name in REGISTRY else name
+                self._errors[name] = (f"{label} was not loaded when the app started; on ZeroGPU a GPU model "
+                                      "can be placed on the GPU only then.")
                 raise ModelUnavailableError(self._errors[name])
             try:
                 loaded = self._loader(name, lambda msg: self._note_progress(name, msg))
@@ -155,28 +163,64 @@ class Engine:
         return name in self._models
 
     # ---- the one path of every model call -----------------------------------------
+    def uses_gpu(self, model_name: str) -> bool:
+        """Whether `model_name`'s calls go through the accelerator (a GPU on ZeroGPU)."""
+        return model_name in self._gpu_models
+
     def _call(self, job: str, model_name: str, *args):
-        """Run `job` on the model: under its run lock (one call per model at a time: bounded
-        memory, no thread thrash), counted here, through the accelerator; an error that
-        comes back as a value is raised here."""
-        counter = JOBS[job].counter
-        with self._run_locks[model_name]:
-            if counter is not None:
-                setattr(self, counter, getattr(self, counter) + 1)
-            outcome = self._remote(job, model_name, *args)
+        """Run `job` on the model: through the accelerator for a GPU model (no lock: the
+        platform queues), else here under its run lock. Counted here; an error that comes
+        back as a value is raised here."""
+        if model_name not in self._gpu_models:
+            self._count(JOBS[job].counter, "cpu_calls")
+            with self._run_locks[model_name]:
+                outcome = self._outcome(job, model_name, *args)
+        else:
+            work = work_of(job, *args)
+            self._count(JOBS[job].counter, "gpu_calls", gpu_seconds_requested=gpu_seconds(work))
+            try:
+                outcome = self._remote(job, model_name, work, *args)
+            except PlatformError as exc:
+                with self._counting:
+                    self.refusals[exc.kind] += 1
+                raise
         if isinstance(outcome, AttnError):
             raise outcome
         return outcome
 
-    def _outcome(self, job: str, model_name: str, *args):
-        """The call itself, where the accelerator is. Errors come back as values: spaces
-        would replace a raised one with a bare "ZeroGPU worker error"."""
+    def _count(self, *names: str | None, **amounts: int) -> None:
+        """Add one to each counter named (None: none), and each amount to its counter: calls
+        come from many threads, and a GPU call counts outside any run lock."""
+        with self._counting:
+            for name in filter(None, names):
+                setattr(self, name, getattr(self, name) + 1)
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def _on_gpu(self, job: str, model_name: str, work, *args):
+        """A GPU call, where the accelerator runs it (a forked worker on ZeroGPU). `work` is
+        for the accelerator's duration."""
+        if os.getpid() != self._pid:
+            # A fork cannot use the parent's OpenMP threads (it hangs in them): the little CPU
+            # work beside a GPU call runs on one thread.
+            import torch
+
+            torch.set_num_threads(1)
+        return self._outcome(job, model_name, *args, worker=True)
+
+    def _outcome(self, job: str, model_name: str, *args, worker: bool = False):
+        """The call itself. Errors come back as values (spaces would replace a raised one with
+        a bare "ZeroGPU worker error"), except a CUDA failure in a GPU `worker`: raised, so
+        that spaces replaces the worker whose device it broke."""
         try:
             return JOBS[job].run(self.model(model_name), *args)
         except AttnError as exc:
             return exc
         except Exception as exc:
             log.exception("analysis failed on %s", model_name)
+            fault = device_fault(exc, JOBS[job].failure) if worker else None
+            if fault is not None:
+                raise fault from exc
             failed = AnalysisFailedError(
                 f"{JOBS[job].failure} ({type(exc).__name__}); nothing was cached. Try again, or try another prompt."
             )
@@ -192,8 +236,10 @@ class Engine:
         """Cached analysis. Raises PromptError, UnknownModelError, ModelUnavailableError."""
         self._check_name(model_name)
         check_prompt(prompt, self.max_tokens)  # before waiting on a model load or a forward pass
-        return self.cache.get_or_compute(
-            (model_name, prompt), lambda: self._call("forward", model_name, prompt, self._encode(model_name, prompt)))
+        return self.cache.get_or_compute((model_name, prompt), lambda: self._analyze_uncached(prompt, model_name))
+
+    def _analyze_uncached(self, prompt: str, model_name: str) -> Analysis:
+        return self._call("forward", model_name, prompt, self._encode(model_name, prompt))
 
     def cached(self, prompt: str, model_name: str) -> Analysis | None:
         return self.cache.get((model_name, prompt))
@@ -204,9 +250,10 @@ class Engine:
     ) -> Ablation:
         """Cached token ablation (attn/compute/ablation.py), computed from the cached analysis.
 
-        Each batch of deletions takes the model's run lock on its own, so analyses of
-        other prompts wait for at most one batch, and views (served from the caches)
-        never wait. `progress(done, total)` is called as batches finish.
+        On the CPU each batch of deletions takes the model's run lock on its own, so analyses
+        of other prompts wait for at most one batch, and views (served from the caches) never
+        wait; `progress(done, total)` is called as batches finish. On a GPU every deletion is
+        one call, its batches looped inside it (`progress` hears the start and the end).
         """
         analysis = self.analyze(prompt, model_name)
         return self.cache.get_or_compute(
@@ -219,8 +266,9 @@ class Engine:
     def _ablate_uncached(self, analysis: Analysis, model_name: str, progress) -> Ablation:
         loaded = self.model(model_name)
         ids, next_id = analysis.token_ids.tolist(), analysis.next_token_id
-        self.ablation_calls += 1
+        self._count("ablation_calls")
         return ablation.ablate(loaded, analysis, progress=progress,
+                               batch_tokens=ablation.EVERY_ROW if self.uses_gpu(model_name) else None,
                                run=lambda chunk: self._call("ablation", model_name, ids, chunk, next_id))
 
     # ---- generation ---------------------------------------------------------------
@@ -259,9 +307,9 @@ class Engine:
         self._check_name(model_name)
         prompts = (("A", prompt_a), ("B", prompt_b))
         for label, prompt in prompts:  # both checked before any model load or call
-            _labelled(label, lambda: check_prompt(prompt, self.max_tokens))
+            labelled(label, lambda: check_prompt(prompt, self.max_tokens))
         for label, prompt in prompts:
-            _labelled(label, lambda: self._encode(model_name, prompt))
+            labelled(label, lambda: self._encode(model_name, prompt))
         key = ("compare", model_name, prompt_a, prompt_b)
         return self.cache.get_or_compute(key, lambda: self._compare_uncached(prompt_a, prompt_b, model_name))
 
@@ -269,21 +317,32 @@ class Engine:
         return self.cache.get(("compare", model_name, prompt_a, prompt_b))
 
     def _compare_uncached(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison:
-        a = _labelled("A", lambda: self.analyze(prompt_a, model_name))
-        b = _labelled("B", lambda: self.analyze(prompt_b, model_name))
+        if self.uses_gpu(model_name):
+            return self._compare_in_one_call(prompt_a, prompt_b, model_name)
+        # Here each analysis takes the run lock on its own (and is single-flight per prompt).
+        a = labelled("A", lambda: self.analyze(prompt_a, model_name))
+        b = labelled("B", lambda: self.analyze(prompt_b, model_name))
         return compare.compare(a, b, unembed=lambda hidden, token_ids: self._call(
             "unembed", model_name, hidden, token_ids))
+
+    def _compare_in_one_call(self, prompt_a: str, prompt_b: str, model_name: str) -> Comparison:
+        """One GPU call: the analyses not cached yet, and the cross probabilities. The
+        analyses it makes are cached like any other."""
+        known_a, known_b = self.cached(prompt_a, model_name), self.cached(prompt_b, model_name)
+        side_a = known_a if known_a is not None else (prompt_a, self._encode(model_name, prompt_a))
+        side_b = None if prompt_b == prompt_a else (
+            known_b if known_b is not None else (prompt_b, self._encode(model_name, prompt_b)))
+        pair = self._call("compare", model_name, side_a, side_b)
+        for prompt, new in ((prompt_a, pair.new_a), (prompt_b, pair.new_b)):
+            if new is not None:
+                self._count("forward_calls")
+                self.cache.put((model_name, prompt), new)
+        self._count("unembed_calls" if pair.unembedded else None)
+        a = known_a if pair.new_a is None else pair.new_a
+        b = a if side_b is None else (known_b if pair.new_b is None else pair.new_b)
+        return Comparison(a=a, b=b, alignment=compare.align(a.tokens, b.tokens),
+                          p_b_of_a_next=pair.p_b_of_a_next, p_a_of_b_next=pair.p_a_of_b_next)
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
 
-
-def _labelled(label: str, job):
-    """Run `job`; an error about its prompt comes back naming it ("Prompt B: ...").
-    Errors about the model (unknown, unavailable) concern both prompts and stay as they are."""
-    try:
-        return job()
-    except (UnknownModelError, ModelUnavailableError):
-        raise
-    except AttnError as exc:
-        raise type(exc)(f"Prompt {label}: {exc}") from exc

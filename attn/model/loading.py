@@ -90,12 +90,18 @@ def _probe_attention(loaded: LoadedModel) -> None:
         )
 
 
-def pick_device(settings: Settings) -> tuple[str, Any]:
+def pick_device(settings: Settings, name: str | None = None) -> tuple[str, Any]:
     """cuda in bfloat16 where there is a GPU (Gemma 3 breaks in float16), else CPU float32.
-    On ZeroGPU a GPU comes with each @spaces.GPU call, so cuda it is."""
+    On ZeroGPU a GPU comes with each @spaces.GPU call: cuda for the GPU models (`name` None:
+    one of them), the Space's CPU for the others."""
     import torch
 
-    device = settings.device or ("cuda" if settings.zero_gpu or torch.cuda.is_available() else "cpu")
+    if settings.device:
+        device = settings.device
+    elif settings.zero_gpu:
+        device = "cuda" if name is None or settings.uses_gpu(name) else "cpu"
+    else:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return device, dtype
 
@@ -109,7 +115,7 @@ def load(name: str, settings: Settings, progress: Progress = log.info) -> Loaded
 
 
 def load_spec(spec: ModelSpec, settings: Settings, progress: Progress = log.info) -> LoadedModel:
-    device, dtype = pick_device(settings)
+    device, dtype = pick_device(settings, spec.name)
     if spec.source == "bundled":
         model, tokenizer = _load_bundled(settings.cache_dir, progress, dtype)
     else:
@@ -120,7 +126,7 @@ def load_spec(spec: ModelSpec, settings: Settings, progress: Progress = log.info
         spec.name, model, tokenizer, source=spec.hf_id or "bundled GGUF", default_layer=spec.default_layer
     )
     model.to(device)
-    loaded.device = device
+    loaded.device = str(next(model.parameters()).device)  # where the weights say they are: "cuda:0" on a GPU
     progress(f"Loaded {spec.label} on {device}")
     return loaded
 

@@ -62,12 +62,18 @@ class Api:
         return answer(lambda: self.engine.generate(prompt, model, max_new_tokens, temperature, seed).to_json())
 
     def stats(self) -> dict:
-        """Counters for monitoring (and for tests): forward passes run, cache use."""
+        """Counters for monitoring (and for tests): forward passes run, model calls on the CPU
+        and on ZeroGPU (with the seconds they asked for, and the platform's refusals by kind),
+        cache use."""
         engine, s = self.engine, self.engine.cache_stats()
         return {
             "forward_calls": engine.forward_calls,
             "ablation_calls": engine.ablation_calls,
             "generate_calls": engine.generate_calls,
+            "cpu_calls": engine.cpu_calls,
+            "gpu_calls": engine.gpu_calls,
+            "gpu_seconds_requested": engine.gpu_seconds_requested,
+            "refusals": dict(engine.refusals),
             "cache": {"hits": s.hits, "misses": s.misses, "entries": s.entries, "bytes": s.bytes,
                       "max_bytes": s.max_bytes},
             "models": {n: engine.status(n)[0] for n in self.settings.models},

@@ -19,7 +19,7 @@ import gradio as gr
 
 from attn.compute.compare import align
 from attn.compute.engine import Engine
-from attn.errors import AttnError
+from attn.errors import AttnError, GpuRefusedError
 from attn.model.registry import REGISTRY
 from attn.settings import Settings
 from attn.views import words
@@ -39,6 +39,7 @@ from attn.views.view_cache import ViewCache
 from attn.web.embed import full_explorer_at_load
 from attn.web.layout import ABLATION_HINT, ONE_PROMPT_HINT, Ui, preset_layer
 from attn.web.link import read_link
+from attn.web.refusal import refusal_notice, smaller_model
 from attn.web.subject import Shown, Subject
 
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "attn-export"
@@ -132,14 +133,27 @@ class Handlers:
             ui.status: self.model_status(model),
             ui.note: "",
             ui.step: step_control,
+            ui.smaller: gr.update(visible=False),
         }
 
     def _refuse(self, exc: AttnError, model: str, shown: Shown | None) -> dict:
         """A refused analysis: a toast and the note say why; everything else stays as it was,
         so the last good analysis and the controls stay usable."""
         gr.Warning(escape(str(exc)))  # toasts render HTML: show "<BOS>" as text
+        if isinstance(exc, GpuRefusedError):
+            return self._gpu_refused(exc, model, shown) | {self.ui.status: self.model_status(model)}
         note = str(exc) + (" The views below still show the last analysis." if shown else "")
         return {self.ui.status: self.model_status(model), self.ui.note: note_html(note)}
+
+    def _gpu_refused(self, exc: GpuRefusedError, model: str, shown) -> dict:
+        """ZeroGPU refused: its message, how to get more quota, and the smaller model offered."""
+        note, offer = refusal_notice(exc, model, self.settings, shown=shown is not None)
+        return {self.ui.note: note, self.ui.smaller: offer}
+
+    def on_smaller(self, model: str) -> dict:
+        """The offer's button: the smaller model, chosen for the analysis that follows."""
+        smaller = smaller_model(self.settings, model) or model
+        return {self.ui.model: gr.update(value=smaller), self.ui.status: self.model_status(smaller)}
 
     # ---- the views -----------------------------------------------------------------------
     def on_view(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words,
@@ -258,6 +272,9 @@ class Handlers:
 
         try:
             self.engine.ablate(shown.subject.prompt, shown.subject.model, progress=step)
+        except GpuRefusedError as exc:
+            gr.Warning(escape(str(exc)))
+            return self._gpu_refused(exc, shown.subject.model, shown)
         except AttnError as exc:
             gr.Warning(escape(str(exc)))
         return gr.skip()

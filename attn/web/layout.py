@@ -158,6 +158,7 @@ class Ui:
     as_table: gr.Checkbox  # "Show as table": the view's numbers as tables (attn/views/tables.py)
     tables: gr.HTML
     open_full: gr.HTML  # the embed mode's link to the whole explorer (attn/web/embed.py)
+    smaller: gr.Button  # after a GPU refusal: the same prompt on the smaller model (attn/web/refusal.py)
     # Issue 22: attention per sentence beside the heatmap, the head-profile grid and its choice.
     sentence_strip: gr.HTML
     profile: gr.Radio
@@ -179,7 +180,8 @@ class Ui:
 
     @property
     def analysis_outputs(self) -> list:
-        return [self.shown, self.summary, self.topk, self.layer, self.head, self.status, self.note, self.step]
+        return [self.shown, self.summary, self.topk, self.layer, self.head, self.status, self.note, self.step,
+                self.smaller]
 
     @property
     def link_outputs(self) -> list:
@@ -207,6 +209,8 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
             prompt = gr.Textbox(examples[0]["prompt"], label="Prompt", lines=3, max_lines=12,
                                 elem_id="prompt", placeholder="Jide was hungry so she went looking for")
             note = gr.HTML(elem_id="prompt-note")
+            smaller = gr.Button("Analyze on the smaller model instead", visible=False, size="sm",
+                                elem_id="smaller-model")
             with gr.Row(elem_id="preset-row"):
                 preset_buttons = [gr.Button(p["name"], size="sm", elem_id=f"preset-{i}")
                                   for i, p in enumerate(examples)]
@@ -285,5 +289,5 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
               by_words=by_words, step=step, layer_info=layer_info, figure=figure, tokens_view=tokens_view,
               ablate_btn=ablate_btn, ablation=ablation, overview=overview, link_query=link_query,
               copy_btn=copy_btn, link=link, export_btn=export_btn, exported=exported, autorun=autorun,
-              as_table=as_table, tables=tables, open_full=open_full, sentence_strip=sentence_strip,
-              profile=profile, profile_grid=profile_grid)
+              as_table=as_table, tables=tables, open_full=open_full, smaller=smaller,
+              sentence_strip=sentence_strip, profile=profile, profile_grid=profile_grid)

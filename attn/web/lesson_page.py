@@ -157,7 +157,7 @@ class LessonHandlers:
 
     def on_ablate(self, place: Place | None, shown: Shown | None, progress=gr.Progress()):
         """A step that asks for it removes each token of the prompt on screen (`ablate_for`
-        changed: the reading asked)."""
+        changed: the reading asked), as the page's button does (a GPU refusal says so the same way)."""
         if place is None or not place.step.setup.ablate or shown is None or shown.analysis is None:
             return gr.skip()
         return self.on.on_ablate(shown, progress)
@@ -207,8 +207,8 @@ def wire(blocks: gr.Blocks, ui: Ui, lui: LessonUi, on: Handlers, lessons: Lesson
         return then_view(event.then(on.on_load_analyze, [ui.autorun, *ui.analysis_inputs], ui.analysis_outputs,
                                     **analyzing))
 
-    then_view(lui.ablate_for.change(lessons.on_ablate, [lui.place, ui.shown], [ui.ablation], api_visibility="private",
-                                    concurrency_limit=1, show_progress_on=[ui.ablation]))
+    then_view(lui.ablate_for.change(lessons.on_ablate, [lui.place, ui.shown], [ui.ablation, ui.note, ui.smaller],
+                                    api_visibility="private", concurrency_limit=1, show_progress_on=[ui.ablation]))
 
     # Queued: gr.Warning (the deep-link notes) only reaches the page from a queued event.
     # No progress: the page is usable while this waits (behind a model load, say).

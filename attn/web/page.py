@@ -77,8 +77,11 @@ def wire(blocks: gr.Blocks, ui: Ui, on: Handlers, lesson_ui: lesson_page.LessonU
     lesson_page.then_read(controls, ui, lesson_ui, lessons, quiet)
     ui.profile_grid.click(on.on_pick, [ui.shown], [ui.layer, ui.head], **quiet)
     ui.compare_on.change(lambda checked: gr.update(visible=checked), [ui.compare_on], [ui.prompt_b], **quiet)
-    then_view(ui.ablate_btn.click(on.on_ablate, [ui.shown], [ui.ablation], api_visibility="private",
-                                  concurrency_limit=1, show_progress_on=[ui.ablation]))
+    then_view(ui.ablate_btn.click(on.on_ablate, [ui.shown], [ui.ablation, ui.note, ui.smaller],
+                                  api_visibility="private", concurrency_limit=1, show_progress_on=[ui.ablation]))
+    # After a GPU refusal: the smaller model, chosen by the visitor, then the same prompt on it.
+    then_view(ui.smaller.click(on.on_smaller, [ui.model], [ui.model, ui.status], **quiet)
+              .then(on.on_analyze, ui.analysis_inputs, ui.analysis_outputs, **analyzing))
     ui.model.change(on.model_status, [ui.model], [ui.status], **quiet)
     ui.export_btn.click(on.on_export, ui.view_inputs, [ui.exported], api_visibility="private", concurrency_limit=2,
                         show_progress_on=[ui.exported])
