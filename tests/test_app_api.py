@@ -48,7 +48,7 @@ def assert_schema(result: dict, prompt: str) -> None:
     for key in ("schema", "model", "prompt", "tokens", "token_ids", "spans", "next_token",
                 "next_token_id", "top_k", "num_layers", "num_heads", "layer_types", "attention"):
         assert key in result, key
-    assert result["schema"] == "attn-analysis/2"
+    assert result["schema"] == "attn-analysis/3"
     assert result["model"] == MODEL
     assert result["prompt"] == prompt
     tokens = result["tokens"]

@@ -135,7 +135,8 @@ def test_a_successful_view_leaves_the_note_alone(tiny):
     shown = tiny.handlers.on_analyze(FOX, BUNDLED, 1, "Mean over heads")[ui.shown]
     out = view(tiny, shown)
     # The note may be explaining a refused analysis meanwhile; summary and top-k belong to the analysis.
-    assert set(out) == {ui.figure, ui.tokens_view, ui.ablation, ui.overview, ui.layer_info, ui.link_query}
+    assert set(out) == {ui.figure, ui.tokens_view, ui.ablation, ui.overview, ui.layer_info, ui.link_query,
+                        ui.sentence_strip, ui.profile_grid}
     assert all(isinstance(v, str) and v for v in out.values())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -88,3 +89,14 @@ def test_the_class_simulation_asks_the_gpu_nothing_for_stored_or_270m_work(bundl
     assert table["1B, preset"]["gpu_calls"] >= 1 and table["270M, typed"]["gpu_calls"] == 0
     assert result["stats"]["gpu_calls"] == sum(row["gpu_calls"] for row in table.values())
     assert "GPU calls for stored or 270M work: 0" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_profiles_benchmark_times_both_ways_and_sizes_the_memory(bundled):
+    """bench/profiles.py's whole path, short: the timed pairs and the fresh-process memory."""
+    env = {**os.environ, "ATTN_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_TOKEN", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "profiles.py"), "--reps", "2", "--sizes", "37",
+                           "--memory-runs", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert "analysis at 37 tokens, with profiles vs without" in proc.stdout, proc.stderr[-3000:]
+    assert re.search(r"peak RSS at 2048 tokens, load \+ analysis, with profiles vs without: [\d,.]+ MiB", proc.stdout)

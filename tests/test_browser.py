@@ -624,7 +624,7 @@ def test_download_this_view_gives_the_four_files(page, app, tmp_path):
 
     view = Client(app.url, verbose=False).predict(THIRSTY, MODEL, 12, "mean", "gray", "value", api_name="/view")
     assert weights == pytest.approx(view["weights"], abs=2e-6)
-    assert json.loads(saved["jide-was-thirsty-so-she__gemma-3-270m.json"])["schema"] == "attn-analysis/2"
+    assert json.loads(saved["jide-was-thirsty-so-she__gemma-3-270m.json"])["schema"] == "attn-analysis/3"
 
 
 def test_a_compare_link_opens_both_diagrams_and_the_difference_strip(page, app):

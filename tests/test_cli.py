@@ -33,7 +33,7 @@ def thirsty_json():
 
 def test_json_to_stdout_follows_the_schema(thirsty_json):
     data, _ = thirsty_json
-    assert data["schema"] == "attn-analysis/2" and data["model"] == "gemma-3-270m"
+    assert data["schema"] == "attn-analysis/3" and data["model"] == "gemma-3-270m"
     assert data["next_token"] == " water"
     assert data["tokens"][0] == "<BOS>" and data["tokens"][4] == " thirsty"
     assert data["top_k"][0] == {"token": " water", "id": data["next_token_id"], "prob": data["top_k"][0]["prob"]}

@@ -127,7 +127,7 @@ def test_the_svg_is_a_standalone_file_with_the_title_as_text(thirsty):
 def test_the_json_is_the_analysis_in_the_api_schema(thirsty):
     data = json.loads(export.analysis_json(thirsty))
     assert data == thirsty.to_json()
-    assert data["schema"] == SCHEMA == "attn-analysis/2" and data["tokens"] == thirsty.tokens
+    assert data["schema"] == SCHEMA == "attn-analysis/3" and data["tokens"] == thirsty.tokens
 
 
 def test_file_names_say_prompt_model_layer_head_and_measure(thirsty):

@@ -151,14 +151,15 @@ def test_families_without_named_value_projections_get_none_not_a_guess(gpt2, lla
     assert analyze(llama, "The quick brown fox").value_norms.shape[:2] == (llama.num_layers, llama.num_heads)
 
 
-def test_schema_2_keeps_every_version_1_field_and_adds_the_measures(gemma3_26):
+def test_the_schema_keeps_every_version_1_field_and_adds_the_measures(gemma3_26):
     result = analyze(gemma3_26, THIRSTY)
     data = json.loads(json.dumps(result.to_json()))
-    assert SCHEMA == data["schema"] == "attn-analysis/2"
+    assert SCHEMA == data["schema"] == "attn-analysis/3"
     version_1 = {"model", "model_source", "dtype", "prompt", "tokens", "token_ids", "spans", "next_token",
                  "next_token_id", "top_k", "num_layers", "num_heads", "layer_types", "sliding_window",
                  "attention"}
-    assert set(data) == version_1 | {"schema", "logit_lens", "value_norms", "rollout"}
+    version_3 = {"profiles", "sentences", "sentence_share"}  # tests/test_profiles.py
+    assert set(data) == version_1 | {"schema", "logit_lens", "value_norms", "rollout"} | version_3
     assert len(data["logit_lens"]) == result.num_layers
     assert set(data["logit_lens"][0]) == {"token", "id", "prob", "p_next"}
     assert np.asarray(data["value_norms"]).shape == result.last_row.shape

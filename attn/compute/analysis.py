@@ -5,7 +5,9 @@ and head (float32, exact), and full matrices (float16) only for short prompts, w
 all the all-pairs mode can draw legibly. Three measures from the same pass read the
 prediction differently: the logit lens (what each layer would predict), value-weighted
 attention (how much each key's value moves the output) and attention rollout (attention
-traced through all layers); see attn/compute/measures.py.
+traced through all layers); see attn/compute/measures.py. Version 3 adds each head's profile
+(<BOS> share, previous-token share, entropy) and the attention per sentence, from the same
+pass (attn/compute/profiles.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA = "attn-analysis/2"  # /1 plus logit_lens, value_norms, rollout
+from attn.compute.profiles import Profiles
+
+SCHEMA = "attn-analysis/3"  # /2 plus profiles, sentences, sentence_share; /1 plus logit_lens, value_norms, rollout
 BOS_LABEL = "<BOS>"
 
 
@@ -67,6 +71,11 @@ class Analysis:
     # then say "word" where they name the unit.
     words: bool = False
     pieces: int | None = None  # with `words`: how many tokens the model saw (what a window counts)
+    # Version 3 (attn/compute/profiles.py, docs/lessons.md#definitions). None for a generation's
+    # steps, which read one row per pass: no profiles, and no sentences kept.
+    profiles: Profiles | None = None  # (layers, heads) float32 each: bos, previous, entropy
+    sentences: list[tuple[int, int]] | None = None  # [start, end) token ranges over positions 1..T-1
+    sentence_share: np.ndarray | None = None  # (layers, sentences) float32: non-<BOS> attention per sentence
 
     @property
     def num_layers(self) -> int:
@@ -81,9 +90,12 @@ class Analysis:
         """Approximate memory held, for the cache's byte bound."""
         text = len(self.prompt) * 4 + sum(len(t) * 4 + 64 for t in self.tokens)
         arrays = self.last_row.nbytes + self.token_ids.nbytes
-        for extra in (self.full, self.value_norms, self.rollout, self.final_hidden):
+        for extra in (self.full, self.value_norms, self.rollout, self.final_hidden, self.sentence_share):
             if extra is not None:
                 arrays += extra.nbytes
+        if self.profiles is not None:
+            arrays += self.profiles.nbytes
+        arrays += 64 * len(self.sentences or ())
         if self.logit_lens is not None:
             text += sum(len(g.token) * 4 + 160 for g in self.logit_lens)
         return arrays + text + 96 * len(self.spans) + 1024
@@ -117,6 +129,10 @@ class Analysis:
             ],
             "value_norms": _rounded(self.value_norms, digits),
             "rollout": _rounded(self.rollout, digits),
+            "profiles": None if self.profiles is None else self.profiles.to_json(digits),
+            "sentences": None if self.sentences is None else [[int(a), int(b)] for a, b in self.sentences],
+            "sentence_share": None if self.sentence_share is None else [
+                [None if np.isnan(v) else round(float(v), digits) for v in row] for row in self.sentence_share],
         }
         if self.generated_from is not None:  # only a generation's steps carry it
             data["generated_from"] = int(self.generated_from)

@@ -10,7 +10,7 @@ import contextlib
 
 import numpy as np
 
-from attn.compute import measures
+from attn.compute import measures, profiles
 from attn.compute.analysis import Analysis, LensLayer, TokenProb
 from attn.compute.encode import DEFAULT_MAX_TOKENS, Encoded, decode_one, encode
 from attn.compute.hooks import Capture, find_parts
@@ -31,13 +31,17 @@ def analyze(
     return forward(loaded, prompt, encode(loaded.tokenizer, prompt, max_tokens), top_k=top_k)
 
 
-def forward(loaded: LoadedModel, prompt: str, encoded: Encoded, *, top_k: int = 10) -> Analysis:
-    """The one forward pass, for an already validated `encode()` result."""
+def forward(loaded: LoadedModel, prompt: str, encoded: Encoded, *, top_k: int = 10,
+            with_profiles: bool = True) -> Analysis:
+    """The one forward pass, for an already validated `encode()` result. `with_profiles`:
+    reduce the head profiles inside it (False only to time what they cost)."""
     import torch
 
     ids, tokens, spans = encoded
     parts = find_parts(loaded.model)
-    capture = Capture(parts, hidden=True, value_norms=True) if parts is not None else None
+    windows = [loaded.sliding_window if kind == "local" else None for kind in loaded.layer_types]
+    capture = Capture(parts, hidden=True, value_norms=True, profiles=with_profiles,
+                      windows=windows) if parts is not None else None
     with torch.inference_mode():
         inputs = dict(input_ids=torch.tensor([ids], device=loaded.device), output_attentions=True, use_cache=False)
         with capture or contextlib.nullcontext():
@@ -82,7 +86,14 @@ def forward(loaded: LoadedModel, prompt: str, encoded: Encoded, *, top_k: int = 
             value_norms = measures.value_weighted(
                 last_row, [capture.value_norms[i] for i in range(len(attentions))]
             )
+        head_profiles = None
+        if with_profiles:  # reduced in the pass; a model whose modules were not found, from its weights now
+            found = capture.profiles if capture is not None else {}
+            head_profiles = profiles.stack_profiles([
+                found[i] if i in found else profiles.layer_profile(a[0], w)
+                for i, (a, w) in enumerate(zip(attentions, windows))])
     del out, attentions, capture
+    sentences = profiles.split_sentences(tokens)
     tok = loaded.tokenizer
     return Analysis(
         model=loaded.name,
@@ -109,4 +120,7 @@ def forward(loaded: LoadedModel, prompt: str, encoded: Encoded, *, top_k: int = 
         value_norms=value_norms,
         rollout=rollout,
         final_hidden=final_hidden,
+        profiles=head_profiles,
+        sentences=sentences,
+        sentence_share=profiles.sentence_share(last_row, sentences),
     )

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from attn.compute.profiles import layer_profile
+
 
 @dataclass
 class Parts:
@@ -61,16 +63,23 @@ class Capture:
 
     - `hidden[i]`: (D,) decoder layer i's output at the last position, a copy (the (T, D) goes);
     - `value_norms[i]`: (H, T) float32 ||W_O^h v_j||_2 per head and key j of the last pass;
+    - `profiles[i]`: (3, H) attention module i's head profiles, reduced from its weights as
+      they appear (attn/compute/profiles.py `layer_profile`; `windows[i]`: the layer's
+      sliding window, or None);
     - rows: attention module i's last query row (H, K) copied right-aligned into
       `target[i, :, :n_keys]` (`rows_into`; a local layer's cache holds only its window,
       its last keys), with `keys_seen[i]` the K of each pass and `missing` the layers
       that returned no weights. The layer's full weights are let go as soon as it returns.
     """
 
-    def __init__(self, parts: Parts, *, hidden: bool = False, value_norms: bool = False, rows: bool = False):
+    def __init__(self, parts: Parts, *, hidden: bool = False, value_norms: bool = False, rows: bool = False,
+                 profiles: bool = False, windows: list[int | None] | None = None):
         self.parts = parts
         self.hidden: dict[int, Any] = {}
         self.value_norms: dict[int, Any] = {}
+        self.profiles: dict[int, Any] = {}
+        self._profiles = profiles and parts.attention is not None
+        self._windows = windows
         self.keys_seen: dict[int, list[int]] = {}
         self.missing: set[int] = set()
         self._target = None  # (layers, heads, width) tensor the next pass's rows go to
@@ -93,6 +102,9 @@ class Capture:
         if rows:
             for i, module in enumerate(self.parts.attention):
                 self._handles.append(module.register_forward_hook(self._keep_row(i)))
+        if self._profiles:
+            for i, module in enumerate(self.parts.attention):
+                self._handles.append(module.register_forward_hook(self._keep_profile(i)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -136,5 +148,15 @@ class Capture:
             self.keys_seen.setdefault(i, []).append(keys)
             if keys <= self._n_keys:
                 self._target[i, :, self._n_keys - keys:self._n_keys] = row
+
+        return hook
+
+    def _keep_profile(self, i: int):
+        window = self._windows[i] if self._windows else None
+
+        def hook(module, args, out):
+            weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+            if weights is not None and weights.dim() == 4:
+                self.profiles[i] = layer_profile(weights[0].detach(), window)
 
         return hook

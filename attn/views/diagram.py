@@ -19,10 +19,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from attn.compute.analysis import Analysis
+from attn.compute.profiles import sentences_of
 from attn.views.drawing import Diagram, Label, Svg, figure_svg
 from attn.views.labels import head_label, measure_label, visible
 from attn.views.layout import LEGIBLE_PT, REDUCED_COLUMNS, kept_columns, plan_columns, stagger_step
-from attn.views.palette import BLUE, GENERATED, GRAY, MUTED_TEXT, PREDICTED
+from attn.views.palette import BLUE, GENERATED, GRAY, MUTED_TEXT, PREDICTED, SENTENCE
 from attn.views.view import View, check_view, first_generated, matrix, row
 
 MIN_WIDTH, MAX_WIDTH = 0.0, 5.0  # the lab's line thickness range
@@ -65,6 +66,11 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = No
     if generated is not None:
         notes.append(generated)
         note_colours.append(GENERATED)
+    ends = sentence_ends(analysis, cols, xs)
+    if ends:
+        notes.append(f"Teal ticks in the Input row: where a sentence ends ({len(sentences_of(analysis)[0])} "
+                     "sentences).")
+        note_colours.append(SENTENCE)
 
     width = plan.width
     fig = Figure(figsize=(width, 3.6 + 0.25 * len(notes)), dpi=100)
@@ -76,6 +82,10 @@ def line_diagram(analysis: Analysis, view: View, *, max_columns: int | None = No
 
     last = n - 1
     segments, widths, colors = diagram_lines(weights, mat, view, cols, dict(zip(cols, xs)), last)
+    for x in ends:
+        segments.append(((x, -0.02), (x, -0.24)))
+        widths.append(1.5)
+        colors.append(SENTENCE)
 
     labels = []
     gen = first_generated(analysis)
@@ -175,6 +185,20 @@ def column_labels(x: float, output: str, inp: str, fontsize: float, shift: float
         Label(x, -0.07 - shift, inp, fontsize, va="top",
               color=in_colour, style="italic" if bos or generated_in else "normal"),
     )
+
+
+def sentence_ends(analysis: Analysis, cols: list[int], xs: list[float]) -> list[float]:
+    """The x of each boundary between two sentences, halfway between the drawn columns on
+    either side of it (attn/compute/profiles.py's sentences; none for one sentence), each x
+    once (in a reduced diagram several ends can fall in one gap)."""
+    sentences, _ = sentences_of(analysis)
+    out = []
+    for start, _ in sentences[1:]:
+        before = [x for c, x in zip(cols, xs) if c < start]
+        after = [x for c, x in zip(cols, xs) if c >= start]
+        if before and after:
+            out.append((before[-1] + after[0]) / 2)
+    return sorted(set(out))
 
 
 def generated_note(analysis: Analysis) -> str | None:

@@ -112,7 +112,7 @@ def _one_field(value) -> str:
 
 
 def analysis_json(analysis: Analysis) -> bytes:
-    """The whole analysis in the API's schema (attn-analysis/2), as `--json` writes it."""
+    """The whole analysis in the API's schema (attn-analysis/3), as `--json` writes it."""
     return json.dumps(analysis.to_json(), ensure_ascii=False).encode("utf-8")
 
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 from html import escape
 
 from attn.compute.analysis import Analysis
+from attn.compute.profiles import sentences_of
 from attn.views.labels import head_label
-from attn.views.palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL, ink_on, over_white
+from attn.views.palette import BLUE_RGB, GENERATED, PREDICTED, PREDICTED_FILL, SENTENCE, ink_on, over_white
 from attn.views.view import View, check_view, first_generated, row
 
 SHADE = BLUE_RGB  # the line diagram's blue
+SENTENCE_MARK = (f"display:inline-block;width:0;height:1.2em;vertical-align:middle;border-left:3px solid {SENTENCE};"
+                 "margin:0 3px")
 GENERATED_STYLE = (f"font-style:italic;text-decoration:underline dotted {GENERATED};"
                    "text-decoration-thickness:2px;text-underline-offset:3px")
 
@@ -48,7 +51,11 @@ def token_html(analysis: Analysis, view: View) -> str:
         f'padding:0 3px;margin-right:4px;font-style:italic">&lt;BOS&gt; {bos_w:.0%}</span>'
     )
     generated_from = first_generated(analysis)
+    sentences = sentences_of(analysis)[0]
+    ends = {end: k + 1 for k, (_, end) in enumerate(sentences[:-1])}  # position after a sentence -> its number
     for pos in range(1, analysis.num_tokens):
+        if pos in ends:
+            parts.append(f'<span class="attn-sent" title="end of sentence {ends[pos]}" style="{SENTENCE_MARK}"></span>')
         w = float(weights[pos])
         alpha = min(1.0, w / scale) if scale > 0 else 0.0
         start, stop = analysis.spans[pos]
@@ -94,6 +101,9 @@ def token_html(analysis: Analysis, view: View) -> str:
         f'{group}<span style="border:2px solid {PREDICTED};background:{PREDICTED_FILL};padding:0 3px">next</span>'
         "<span>predicted token</span></span>"
     )
+    if len(sentences) > 1:
+        legend += (f'{group}<span style="{SENTENCE_MARK}"></span><span>end of a sentence '
+                   f"({len(sentences)} sentences)</span></span>")
     if generated_from < analysis.num_tokens:
         legend += (f'{group}<span style="{GENERATED_STYLE}">generated</span>'
                    f"<span>written by the model in earlier steps, not typed</span></span>")

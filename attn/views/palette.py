@@ -78,3 +78,15 @@ ATTENTION_BAR = "#666666"
 
 # A token the model generated (a step of a generation), not typed: its labels in every view.
 GENERATED = "#7b3294"
+
+# Where a sentence ends (attn/compute/profiles.py): ticks in the line diagram, bars in the
+# highlighted tokens, the sentence strip's headings (5.3:1 on white).
+SENTENCE = "#00796b"
+
+
+def on_ramp(t: float) -> tuple[tuple[int, int, int], str]:
+    """A cell's background at `t` in [0, 1] on the heatmap's ramp, and its text colour
+    (`ink_on`: black or white, whichever reads better)."""
+    t = min(max(float(t), 0.0), 1.0)
+    background = tuple(int(round(a + (b - a) * t)) for a, b in zip(HEATMAP_LOW, HEATMAP_HIGH))
+    return background, ink_on(background)

@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from attn.compute.analysis import BOS_LABEL, Analysis
+from attn.compute.profiles import sentence_share
 
 
 def is_punctuation(piece: str) -> bool:
@@ -121,6 +122,9 @@ def merged(analysis: Analysis) -> Analysis:
       position's, which merging does not move: kept as they are.
     - `pieces` keeps the token count, which is what a sliding window counts
       (`bos_outside_window`).
+    - `sentences` become word ranges (a word holding a sentence's end closes it) and
+      `sentence_share` is recomputed over them; the head `profiles` describe the model's
+      pieces (a previous-token head reads the previous piece) and are kept as they are.
     - Head modes combine the merged rows: "max over heads" is each word's largest summed
       weight over heads (not a sum of per-piece maxima); value-weighted shares are summed
       raw norms over the row's unchanged total.
@@ -136,16 +140,31 @@ def merged(analysis: Analysis) -> Analysis:
         return replace(analysis, words=True, pieces=analysis.num_tokens)
     lasts = np.r_[firsts[1:] - 1, len(word_of) - 1]
     summed = _summer(word_of)
+    last_row = summed(analysis.last_row)
     return replace(
         analysis,
         tokens=labels(analysis.tokens, word_of),
         token_ids=analysis.token_ids[firsts],
         spans=spans(analysis.spans, word_of),
-        last_row=summed(analysis.last_row),
+        last_row=last_row,
         full=None if analysis.full is None else summed(analysis.full[:, :, lasts, :]),
         value_norms=None if analysis.value_norms is None else summed(analysis.value_norms),
         rollout=None if analysis.rollout is None else summed(analysis.rollout),
         generated_from=None if start is None else int(word_of[start]) if start < len(word_of) else len(firsts),
         words=True,
         pieces=analysis.num_tokens,
+        **_sentences(analysis, word_of, last_row),
     )
+
+
+def _sentences(analysis: Analysis, word_of: np.ndarray, last_row: np.ndarray) -> dict:
+    """The analysis's sentences as word ranges, and their shares recomputed over the words."""
+    if analysis.sentences is None:
+        return {}
+    ranges, end = [], 1
+    for a, b in analysis.sentences:
+        start, stop = max(int(word_of[a]), end), int(word_of[b - 1]) + 1
+        if start < stop:
+            ranges.append((start, stop))
+            end = stop
+    return {"sentences": ranges, "sentence_share": sentence_share(last_row, ranges)}

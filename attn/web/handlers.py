@@ -30,6 +30,8 @@ from attn.views.describe import compare_alt, diagram_alt
 from attn.views.diagram import line_diagram_html
 from attn.views.export import write_all
 from attn.views.highlight import token_html
+from attn.views.profile_grid import profile_grid_html
+from attn.views.sentence_strip import sentence_strip_html
 from attn.views.summary import generation_html, layer_info_md, model_status_md, note_html, summary_html, top_k_html
 from attn.views.tables import compare_table, overview_table, view_table
 from attn.views.view import View, check_view, fit_controls, head_choice, head_choices, parse_head
@@ -156,7 +158,8 @@ class Handlers:
         return {self.ui.model: gr.update(value=smaller), self.ui.status: self.model_status(smaller)}
 
     # ---- the views -----------------------------------------------------------------------
-    def on_view(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words) -> dict:
+    def on_view(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words,
+                profile: str = "bos") -> dict:
         """Everything that depends on the view, drawn from what this visitor was shown (the
         ablation from the engine's cache, when it holds one); never runs the model.
 
@@ -171,7 +174,7 @@ class Handlers:
             view = read_view(analysis, layer, head, bos, show_all, measure)
             link = {ui.link_query: shown.subject.share(view, step, by_words)}
             if shown.comparison is not None:
-                return self._compare_views(shown.comparison, view, by_words) | link
+                return self._compare_views(shown.comparison, view, by_words, profile) | link
         except AttnError as exc:
             return {ui.note: note_html(str(exc))}
         generation = shown.generation
@@ -186,12 +189,14 @@ class Handlers:
             ui.ablation: hint,
             ui.overview: self.views.heatmap(analysis, view),
             ui.layer_info: layer_info_md(analysis, view),
+            ui.sentence_strip: sentence_strip_html(analysis, view),
+            ui.profile_grid: profile_grid_html(analysis, profile, view),
         } | link
         if generation is not None:
             views |= {ui.summary: generation_html(generation, int(step or 0)), ui.topk: top_k_html(analysis)}
         return views
 
-    def _compare_views(self, comparison, view: View, by_words: bool) -> dict:
+    def _compare_views(self, comparison, view: View, by_words: bool, profile: str = "bos") -> dict:
         """The figure, tokens, ablation, overview and layer line of a comparison."""
         a, b, alignment = compared(comparison, by_words)
 
@@ -207,7 +212,21 @@ class Handlers:
             ui.ablation: ONE_PROMPT_HINT,
             ui.overview: both(lambda x: self.views.heatmap(x, view)),
             ui.layer_info: layer_info_md(a, view),
+            ui.sentence_strip: both(lambda x: sentence_strip_html(x, view)),
+            ui.profile_grid: both(lambda x: profile_grid_html(x, profile, view)),
         }
+
+    def on_pick(self, shown: Shown | None, event: gr.EventData) -> dict:
+        """A profile-grid cell pressed: its layer and head, in every view (their change events redraw)."""
+        data = getattr(event, "_data", None) or {}
+        if shown is None or not isinstance(data, dict):
+            return gr.skip()
+        try:
+            analysis = shown.drawn(0, False)
+            view = read_view(analysis, data.get("layer"), data.get("head"), "gray", False, "raw")
+        except (AttnError, TypeError, ValueError):
+            return gr.skip()  # a crafted event: nothing changes
+        return {self.ui.layer: view.layer, self.ui.head: head_choice(view.head)}
 
     def on_tables(self, shown: Shown | None, step, layer, head, bos, show_all, measure, by_words, as_table) -> str:
         """"Show as table": the view on screen as tables (the view, all layers, or the
@@ -278,8 +297,11 @@ class Handlers:
 
         Without a link the page is already built with these defaults: the controls are left
         alone (a slider moved while this event waits is not reset) and only the status is fresh."""
+        return self.open_link(dict(request.query_params) if request is not None else {})
+
+    def open_link(self, query: dict) -> dict:
+        """A deep link's query, read into the controls (on_load, and a lesson's steps)."""
         ui, settings = self.ui, self.settings
-        query = dict(request.query_params) if request is not None else {}
         if not query:
             return {ui.status: self.model_status(settings.default_model)}
         link = read_link(query, specs={n: REGISTRY[n] for n in settings.models}, default_model=settings.default_model,

@@ -10,6 +10,7 @@ from attn.model.registry import REGISTRY
 from attn.settings import Settings
 from attn.views.view import BOS_MODE_HELP, HEAD_CHOICES_BASE, head_choices
 from attn.web.embed import EMBED_CSS, EMBED_HEAD
+from attn.web.lesson import LESSON_CSS, LESSON_HEAD
 from attn.web.popups import POPUP_CSS, POPUP_JS
 
 BOS_CHOICES = [(f"{k}: {v}", k) for k, v in BOS_MODE_HELP.items()]
@@ -55,8 +56,51 @@ A11Y_CSS = """
 .attn-table thead th { position: sticky; top: 0; background: #f0f0f0; font-weight: 600; }
 .attn-table caption { caption-side: top; text-align: left; padding: 4px 0; color: #333333; white-space: normal; }
 """
-CSS += A11Y_CSS + POPUP_CSS + EMBED_CSS
-HEAD = EMBED_HEAD + POPUP_JS  # the page's <head>: the embed mode's switch, the popups
+# The sentence strip and the profile grid are drawn for white paper like the other views; the
+# lesson panel's text too: in a dark theme they keep it.
+PAPER_CSS = """
+.dark :is(#sentence-strip, #profile-grid, #lesson-step, #lesson-reading) {
+  --body-text-color: #111111; --body-text-color-subdued: #5f6368; background: #ffffff; color: #111111;
+  color-scheme: light; border-radius: 6px; padding: 4px 8px; }
+.dark :is(#sentence-strip, #profile-grid, #lesson-step, #lesson-reading) .prose { color: #111111; }
+"""
+CSS += A11Y_CSS + POPUP_CSS + EMBED_CSS + LESSON_CSS + PAPER_CSS
+HEAD = EMBED_HEAD + POPUP_JS + LESSON_HEAD  # the page's <head>: the embed mode's switch, the popups, lesson mode's
+
+PROFILE_CHOICES = [("<BOS> share", "bos"), ("Previous token", "previous"), ("Entropy (spread)", "entropy")]
+# The profile grid (attn/views/profile_grid.py): a pressed cell picks its layer and head; the
+# line under the grid reads the cell under the pointer or the keyboard focus.
+PICK_JS = """
+const cell = (event) => event.target.closest && event.target.closest('button[data-layer]');
+element.addEventListener('click', (event) => {
+  const b = cell(event);
+  if (b) trigger('click', {layer: Number(b.dataset.layer), head: Number(b.dataset.head)});
+});
+const read = (event) => {
+  const b = cell(event);
+  const line = b && b.closest('.attn-profiles').querySelector('.attn-pread');
+  if (line) line.textContent = b.getAttribute('aria-label');
+};
+element.addEventListener('mouseover', read);
+element.addEventListener('focusin', read);
+// One tab stop per grid; the arrow keys, Home and End move between its cells.
+element.addEventListener('keydown', (event) => {
+  const b = cell(event);
+  const moves = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]};
+  if (!b || !(event.key in moves || event.key === 'Home' || event.key === 'End')) return;
+  const grid = b.closest('table');
+  let layer = Number(b.dataset.layer), head = Number(b.dataset.head);
+  if (event.key === 'Home') head = 0;
+  else if (event.key === 'End') head = grid.querySelectorAll(`button[data-layer="${layer}"]`).length - 1;
+  else { layer += moves[event.key][0]; head += moves[event.key][1]; }
+  const next = grid.querySelector(`button[data-layer="${layer}"][data-head="${head}"]`);
+  if (!next) return;
+  event.preventDefault();
+  b.tabIndex = -1;
+  next.tabIndex = 0;
+  next.focus();
+});
+"""
 
 COPY_JS = """
 (query) => {
@@ -115,6 +159,10 @@ class Ui:
     tables: gr.HTML
     open_full: gr.HTML  # the embed mode's link to the whole explorer (attn/web/embed.py)
     smaller: gr.Button  # after a GPU refusal: the same prompt on the smaller model (attn/web/refusal.py)
+    # Issue 22: attention per sentence beside the heatmap, the head-profile grid and its choice.
+    sentence_strip: gr.HTML
+    profile: gr.Radio
+    profile_grid: gr.HTML
 
     @property
     def view_inputs(self) -> list:
@@ -123,7 +171,7 @@ class Ui:
     @property
     def view_outputs(self) -> list:
         return [self.figure, self.tokens_view, self.ablation, self.overview, self.layer_info, self.link_query,
-                self.summary, self.topk, self.note]
+                self.summary, self.topk, self.note, self.sentence_strip, self.profile_grid]
 
     @property
     def analysis_inputs(self) -> list:
@@ -221,7 +269,12 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
     ablate_btn = gr.Button("Check by removing tokens", size="sm", elem_id="ablate")
     ablation = gr.HTML(ABLATION_HINT, elem_id="ablation")
     with gr.Accordion("All layers at once", open=True, elem_id="all-layers"):
-        overview = gr.HTML(elem_id="overview")
+        with gr.Row():
+            overview = gr.HTML(elem_id="overview", scale=4)
+            sentence_strip = gr.HTML(elem_id="sentence-strip", scale=1, min_width=180)
+    with gr.Accordion("Heads and layers: profiles", open=True, elem_id="profiles"):
+        profile = gr.Radio(PROFILE_CHOICES, value="bos", label="Head profile", elem_id="profile")
+        profile_grid = gr.HTML(elem_id="profile-grid", js_on_load=PICK_JS)
     with gr.Row():
         link_query = gr.Textbox(visible=False)
         copy_btn = gr.Button("Copy link to this view", size="sm", elem_id="copy-link", scale=1)
@@ -239,4 +292,5 @@ def lay_out(settings: Settings, examples: list[dict], status: str) -> Ui:
               by_words=by_words, step=step, layer_info=layer_info, figure=figure, tokens_view=tokens_view,
               ablate_btn=ablate_btn, ablation=ablation, overview=overview, link_query=link_query,
               copy_btn=copy_btn, link=link, export_btn=export_btn, exported=exported, autorun=autorun,
-              as_table=as_table, tables=tables, open_full=open_full, smaller=smaller)
+              as_table=as_table, tables=tables, open_full=open_full, smaller=smaller,
+              sentence_strip=sentence_strip, profile=profile, profile_grid=profile_grid)
