@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 
 from attn.views.summary import summary_html, top_k_html
-from attn.web.layout import preset_layer
+from attn.views.view import head_choice
+from attn.web.layout import ABLATION_HINT, preset_layer
 from attn.web.subject import Shown, Subject
 
 log = logging.getLogger(__name__)
@@ -41,3 +42,28 @@ def draw_first_preset(page, examples: list[dict]) -> bool:
     for component, value in (values | views).items():
         component.value = value if component is ui.shown else component.postprocess(value)
     return True
+
+
+def link_view(handlers, link) -> dict:
+    """For Handlers.on_load: the page's first sight replaced in the same event that sets the
+    link's controls, by the link's view, drawn when its answer is known without the model (the
+    cache or the store); else cleared, never shown beside the link's prompt while the model
+    loads. Only the load event's own outputs (ui.link_outputs)."""
+    ui, c = handlers.ui, link.continuation
+    if not link.prompt:
+        return {}
+    n, t, seed = (1, 0.0, 0) if c is None else (c.max_new_tokens, c.temperature, c.seed or 0)
+    if handlers.engine.has_answer(link.prompt, link.model, compare=link.compare, max_new_tokens=n, temperature=t,
+                                  seed=seed):
+        view, head = link.view, head_choice(link.view.head)
+        drawn = handlers.on_analyze(link.prompt, link.model, view.layer, head, None, bool(link.compare), link.compare,
+                                    n, t, seed, link.step, progress=lambda *args, **kwargs: None)
+        if drawn.get(ui.shown) is not None:
+            step = drawn[ui.step].get("value", 0) if isinstance(drawn[ui.step], dict) else 0
+            views = handlers.on_view(drawn[ui.shown], step, view.layer, head, view.bos, view.show_all, view.measure,
+                                     link.words)
+            outputs = set(ui.link_outputs)  # the analysis sets a few more (the refusal's offer)
+            return {c: v for c, v in (drawn | views).items() if c in outputs} | {ui.autorun: False}
+    waiting = '<div class="attn-hint">Analyzing the link\'s prompt: the prediction appears here.</div>'
+    return {ui.shown: None, ui.summary: waiting, ui.topk: "", ui.figure: "", ui.tokens_view: "", ui.overview: "",
+            ui.layer_info: "", ui.look_for: "", ui.ablation: ABLATION_HINT}

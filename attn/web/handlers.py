@@ -37,6 +37,7 @@ from attn.views.tables import compare_table, overview_table, view_table
 from attn.views.view import View, check_view, fit_controls, head_choice, head_choices, parse_head
 from attn.views.view_cache import ViewCache
 from attn.web.embed import full_explorer_at_load
+from attn.web.first import link_view
 from attn.web.layout import ABLATION_HINT, ONE_PROMPT_HINT, Ui, preset_layer
 from attn.web.link import read_link
 from attn.web.refusal import refusal_notice, smaller_model
@@ -328,30 +329,7 @@ class Handlers:
             ui.continue_box: gr.update(open=c is not None),
             ui.autorun: bool(link.prompt),
             ui.status: self.model_status(link.model),
-        } | self._link_view(link)
-
-    def _link_view(self, link) -> dict:
-        """The page's first sight replaced in the same event that sets the link's controls: by
-        the link's view, drawn when its answer is known without the model (the cache or the
-        store); else cleared, never shown beside the link's prompt while the model loads."""
-        ui, c = self.ui, link.continuation
-        if not link.prompt:
-            return {}
-        n, t, seed = (1, 0.0, 0) if c is None else (c.max_new_tokens, c.temperature, c.seed or 0)
-        if self.engine.has_answer(link.prompt, link.model, compare=link.compare, max_new_tokens=n, temperature=t,
-                                  seed=seed):
-            view, head = link.view, head_choice(link.view.head)
-            drawn = self.on_analyze(link.prompt, link.model, view.layer, head, None, bool(link.compare), link.compare,
-                                    n, t, seed, link.step, progress=lambda *args, **kwargs: None)
-            if drawn.get(ui.shown) is not None:
-                step = drawn[ui.step].get("value", 0) if isinstance(drawn[ui.step], dict) else 0
-                views = self.on_view(drawn[ui.shown], step, view.layer, head, view.bos, view.show_all, view.measure,
-                                     link.words)
-                outputs = set(ui.link_outputs)  # what this event may set (the analysis sets a few more)
-                return {c: v for c, v in (drawn | views).items() if c in outputs} | {ui.autorun: False}
-        waiting = '<div class="attn-hint">Analyzing the link\'s prompt: the prediction appears here.</div>'
-        return {ui.shown: None, ui.summary: waiting, ui.topk: "", ui.figure: "", ui.tokens_view: "", ui.overview: "",
-                ui.layer_info: "", ui.look_for: "", ui.ablation: ABLATION_HINT}
+        } | link_view(self, link)  # the first sight replaced (attn/web/first.py)
 
     def on_load_full_explorer(self, request: gr.Request) -> str:
         """The embed mode's link to the whole explorer, as the page's address has it."""
