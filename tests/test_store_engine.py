@@ -235,7 +235,7 @@ def test_a_link_replaces_the_first_sight_in_the_event_that_sets_its_controls(tmp
     page = app.create_page(Settings(cache_dir=CACHE_DIR, device="cpu", store_dir=tmp_path, prefetch=False))
     ui = page.ui
     cleared = page.handlers.on_load(Request())
-    assert cleared[ui.shown] is None and cleared[ui.figure] == "" and "link" in cleared[ui.summary]
+    assert cleared[ui.shown] is None and cleared[ui.figure] == "" and "Analyzing this prompt" in cleared[ui.summary]
     assert cleared[ui.autorun] is True  # analysed next, with the model's progress
     Request.query_params = {"prompt": ARTIST, "layer": "3", "head": "1", "bos": "hide"}  # a shipped preset
     drawn = page.handlers.on_load(Request())

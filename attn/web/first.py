@@ -64,6 +64,6 @@ def link_view(handlers, link) -> dict:
                                      link.words)
             outputs = set(ui.link_outputs)  # the analysis sets a few more (the refusal's offer)
             return {c: v for c, v in (drawn | views).items() if c in outputs} | {ui.autorun: False}
-    waiting = '<div class="attn-hint">Analyzing the link\'s prompt: the prediction appears here.</div>'
+    waiting = '<div class="attn-hint">Analyzing this prompt: the prediction appears here.</div>'
     return {ui.shown: None, ui.summary: waiting, ui.topk: "", ui.figure: "", ui.tokens_view: "", ui.overview: "",
             ui.layer_info: "", ui.look_for: "", ui.ablation: ABLATION_HINT}
