@@ -67,8 +67,21 @@ SETTLED_JS = """() => Promise.all(document.getAnimations()
     .filter(a => a.effect && a.effect.getTiming().iterations !== Infinity).map(a => a.finished.catch(() => null)))"""
 
 
+# No event pending for half a second: a stored link is drawn by the load event itself, and the
+# events chained after it (which find nothing left to do) still dim their outputs for a moment.
+IDLE_JS = """() => new Promise(resolve => {
+    const busy = () => [...document.querySelectorAll('[data-testid=status-tracker]')]
+        .some(e => e.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}));
+    let quiet = 0;
+    const tick = () => { quiet = busy() ? 0 : quiet + 1; if (quiet >= 10) resolve(true); else setTimeout(tick, 50); };
+    tick();
+})"""
+
+
 def settle(page) -> None:
-    """Wait for the page's transitions to end (a colour fading in is not the colour a student reads)."""
+    """Wait for the page's events and transitions to end (a colour fading in, or dimmed while
+    an event runs, is not the colour a student reads)."""
+    page.evaluate(IDLE_JS)
     page.evaluate(SETTLED_JS)
 
 
