@@ -387,8 +387,10 @@ def test_an_embedded_deep_link_copies_the_embed_link_and_opens_the_full_explorer
     drawn(page)
     assert page.evaluate("document.documentElement.classList.contains('attn-embed')")
     expect(page.locator("#measure")).to_be_hidden()  # hidden, yet the link's measure is drawn
-    assert "value-weighted attention at layer 3 (local (sliding window 512)), head 1" in \
-        page.locator("#figure img").get_attribute("alt")
+    # The page opens on the first preset's figure; the load event replaces it by the link's view.
+    expect(page.locator("#figure img")).to_have_attribute(
+        "alt", re.compile(re.escape("value-weighted attention at layer 3 (local (sliding window 512)), head 1")),
+        timeout=T)
 
     page.click("#copy-link")
     expect(page.locator("#link textarea")).to_have_value(re.compile("embed=1"), timeout=T)

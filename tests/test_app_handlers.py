@@ -116,6 +116,14 @@ def test_an_analysis_is_held_in_the_session_with_its_subject(tiny):
     assert out[ui.note] == ""
 
 
+def test_what_to_look_for_follows_the_prompt_analysed(tiny):
+    """A preset's hint beside its own prompt only: a typed prompt clears it."""
+    ui, preset = tiny.ui, tiny.handlers.examples[1]
+    assert tiny.handlers.on_analyze(preset["prompt"], BUNDLED, 1, "Mean over heads")[ui.look_for] == \
+        f"**What to look for:** {preset['look_for']}"
+    assert tiny.handlers.on_analyze(FOX, BUNDLED, 1, "Mean over heads")[ui.look_for] == ""
+
+
 def test_the_views_draw_after_the_analysis_left_the_shared_cache(gpt2):
     """Another visitor's analysis evicts this one between the analyze event and its views."""
     one = gpt2_page(gpt2).engine.analyze(FOX, BUNDLED).nbytes

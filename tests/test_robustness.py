@@ -535,11 +535,12 @@ def assert_page_inert(page) -> None:
     assert page.dialogs == []
 
 
-def over_limit_toast(page, app) -> str:
+def over_limit_toast(page, app, *, opened: bool = False) -> str:
     """Type a prompt over the limit, press Analyze, and return the error toast's text."""
     from playwright.sync_api import expect
 
-    open_app(page, app)
+    if not opened:
+        open_app(page, app)
     page.locator("#prompt textarea").fill(OVER_LIMIT)
     page.click("#analyze")
     toast = page.get_by_test_id("toast-body").first
@@ -550,8 +551,12 @@ def over_limit_toast(page, app) -> str:
 def test_page_over_the_limit_says_so_then_analyses_the_next_prompt(page, app):
     from playwright.sync_api import expect
 
-    over_limit_toast(page, app)
-    assert page.locator("#figure img").count() == 0
+    open_app(page, app)
+    wait_rendered(page)  # the page opens with the first preset drawn
+    first_sight = page.locator("#figure img").get_attribute("src")
+    over_limit_toast(page, app, opened=True)
+    expect(page.locator("#prompt-note")).to_contain_text("The views below still show the last analysis.", timeout=T)
+    assert page.locator("#figure img").get_attribute("src") == first_sight  # nothing drawn for the refused prompt
     good = "After the long one, a short prompt about the"
     page.locator("#prompt textarea").fill(good)
     page.click("#analyze")

@@ -243,6 +243,8 @@ def test_a_link_replaces_the_first_sight_in_the_event_that_sets_its_controls(tmp
     assert set(drawn) <= set(ui.link_outputs) and set(cleared) <= set(ui.link_outputs)  # Gradio refuses others
     assert drawn[ui.layer_info].startswith("**Layer 3** of 17") and "head 1" in drawn[ui.layer_info]
     assert "data:image/" in drawn[ui.figure] and "layer=3" in drawn[ui.link_query]
+    assert "Attention crosses sentence boundaries" in drawn[ui.look_for]  # the artist's hint, not the first sight's
+    assert cleared[ui.look_for] == ""
     assert page.engine.status(BUNDLED)[0] == "not loaded" and page.engine.forward_calls == 0
 
 

@@ -15,7 +15,7 @@ import logging
 
 from attn.views.summary import summary_html, top_k_html
 from attn.views.view import head_choice
-from attn.web.layout import ABLATION_HINT, preset_layer
+from attn.web.layout import ABLATION_HINT, look_for_md, preset_layer
 from attn.web.subject import Shown, Subject
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def draw_first_preset(page, examples: list[dict]) -> bool:
     shown = Shown(Subject(model, prompt), analysis=analysis)
     layer = preset_layer(preset, model)
     values = {ui.shown: shown, ui.prompt: prompt, ui.layer: layer, ui.summary: summary_html(analysis),
-              ui.topk: top_k_html(analysis), ui.look_for: f"**What to look for:** {preset['look_for']}"}
+              ui.topk: top_k_html(analysis), ui.look_for: look_for_md(examples, prompt)}
     views = handlers.on_view(shown, 0, layer, ui.head.value, ui.bos.value, ui.show_all.value, ui.measure.value,
                              ui.by_words.value)
     if not isinstance(views, dict) or ui.figure not in views:

@@ -38,7 +38,7 @@ from attn.views.view import View, check_view, fit_controls, head_choice, head_ch
 from attn.views.view_cache import ViewCache
 from attn.web.embed import full_explorer_at_load
 from attn.web.first import link_view
-from attn.web.layout import ABLATION_HINT, ONE_PROMPT_HINT, Ui, preset_layer
+from attn.web.layout import ABLATION_HINT, ONE_PROMPT_HINT, Ui, look_for_md, preset_layer
 from attn.web.link import read_link
 from attn.web.refusal import refusal_notice, smaller_model
 from attn.web.subject import Shown, Subject
@@ -137,6 +137,7 @@ class Handlers:
             ui.note: "",
             ui.step: step_control,
             ui.smaller: gr.update(visible=False),
+            ui.look_for: look_for_md(self.examples, prompt),
         }
 
     def _refuse(self, exc: AttnError, model: str, shown: Shown | None) -> dict:
@@ -288,7 +289,7 @@ class Handlers:
         def fill(model_name: str) -> dict:
             p = self.examples[index]
             return {self.ui.prompt: p["prompt"], self.ui.layer: preset_layer(p, model_name),
-                    self.ui.look_for: f"**What to look for:** {p['look_for']}"}
+                    self.ui.look_for: look_for_md(self.examples, p["prompt"])}
 
         return fill
 

@@ -116,6 +116,13 @@ def preset_layer(preset: dict, model: str) -> int:
     return int(preset.get("layer", {}).get(model, REGISTRY[model].default_layer))
 
 
+def look_for_md(examples: list[dict], prompt: str) -> str:
+    """The hint beside a prompt: its preset's "What to look for", or nothing for a prompt of
+    the visitor's own (a hint for another prompt would mislead)."""
+    hint = next((p["look_for"] for p in examples if p["prompt"] == prompt), "")
+    return f"**What to look for:** {hint}" if hint else ""
+
+
 @dataclass(frozen=True)
 class Ui:
     """Every component the events read or write, by name (the layout's order)."""
@@ -181,7 +188,7 @@ class Ui:
     @property
     def analysis_outputs(self) -> list:
         return [self.shown, self.summary, self.topk, self.layer, self.head, self.status, self.note, self.step,
-                self.smaller]
+                self.smaller, self.look_for]
 
     @property
     def link_outputs(self) -> list:
