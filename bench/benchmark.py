@@ -39,6 +39,10 @@ interleaved with it where possible, and each figure is a median over repeats.
 7. Generation and comparison (bench/generation.py), in this process: 16 generated tokens
    with every step's attention vs model.generate alone (target <= 1.5x), and a comparison
    of two new prompts vs one bare forward of the longer one (target <= 2.2x).
+8. Profiles (bench/profiles.py), in this process: an analysis and its JSON with the head
+   profiles and sentence shares vs without them, paired and alternating, at 37 and 2048
+   tokens (target <= 1.1x); --full adds peak RSS of fresh processes at 2048 tokens with and
+   without them (target <= 1.1x).
 
 The model is loaded once here through the app's own engine (whose loader is
 attn.model.loading.load), so the bare forward pass and the in-process analysis use the very
@@ -73,6 +77,7 @@ from bench.generation import phase_generation
 from bench.inprocess import import_app
 from bench.long import phase_long
 from bench.measures import phase_measures
+from bench.profiles import phase_profiles
 from bench.start import measure_launch, phase_full, phase_start
 from bench.switching import phase_step_and_compare, phase_switching
 
@@ -156,11 +161,12 @@ def main(argv=None) -> int:
     if args.quick:  # the long size doubles as the ~1000-token view test
         cfg = dict(launches=1, analysis_reps=3, switch_sizes=[37], switch_reps={37: 3},
                    long_sizes=[1024], long_size=1024, long_reps=1, long_view_reps=1, conc_rounds=1,
-                   measure_reps=3, gen_reps=2)
+                   measure_reps=3, gen_reps=2, profile_sizes=[37, 1024], profile_reps=3)
     else:
         cfg = dict(launches=3, analysis_reps=7, switch_sizes=[37, 1000], switch_reps={37: 4, 1000: 2},
                    long_sizes=[37, 512, 2048], long_size=2048, long_reps=1,
-                   long_view_reps=1, conc_rounds=2, measure_reps=5, gen_reps=5)
+                   long_view_reps=1, conc_rounds=2, measure_reps=5, gen_reps=5, profile_sizes=[37, 2048],
+                   profile_reps=7)
     t_begin = now()
     meta = {
         "command": "python bench/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -229,6 +235,11 @@ def main(argv=None) -> int:
                 phase_generation(rep, ctx, cfg["gen_reps"])
             except Exception as exc:
                 rep.error("7 generation", exc)
+            phase_mark("8 profiles")
+            try:
+                phase_profiles(rep, ctx, cfg["profile_sizes"], cfg["profile_reps"], 2 if args.full else 0)
+            except Exception as exc:
+                rep.error("8 profiles", exc)
         if args.full:
             try:
                 phase_mark("1 start (--full)")

@@ -1,14 +1,15 @@
 """Issue 22: what the head profiles cost the analysis (attn/compute/profiles.py).
 
-- Time: an analysis (what /analyze computes: the one forward pass with the logit lens, value
-  norms and rollout) with the profiles reduced inside the pass against the same analysis
-  without them, back to back in alternating order, at the artist passage (37 tokens) and at
+- Time: an analysis and its JSON (what /analyze computes and returns: the one forward pass
+  with the logit lens, value norms and rollout) with the profiles reduced inside the pass
+  against the same analysis without them, back to back in alternating order, at the artist passage (37 tokens) and at
   2048 tokens; the verdict is the median of the paired ratios (target <= 1.1x), of wall-clock
   time and, beside it, of this process's CPU time (which a busy shared machine disturbs less).
 - Memory: peak RSS (VmHWM) of fresh processes, load + one analysis at 2048 tokens, with and
   without the profiles (target <= 1.1x), each twice, interleaved.
 
-`python bench/profiles.py [--reps N] [--sizes 37,2048] [--memory-runs 2]`.
+`python bench/profiles.py [--reps N] [--sizes 37,2048] [--memory-runs 2]`; bench/benchmark.py runs
+the same as its phase 8 (`phase_profiles`).
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ def load():
 
 
 def timed(loaded, encoded, prompt: str, with_profiles: bool) -> tuple[float, float]:
-    """(wall-clock, CPU) seconds of one analysis."""
+    """(wall-clock, CPU) seconds of one analysis and its JSON, what /analyze computes and returns."""
+    import json
+
     from attn.compute.forward import forward
 
     t, c = now(), time.process_time()
-    forward(loaded, prompt, encoded, with_profiles=with_profiles)
+    json.dumps(forward(loaded, prompt, encoded, with_profiles=with_profiles).to_json())
     return now() - t, time.process_time() - c
 
 
@@ -91,6 +94,28 @@ def memory(runs: int) -> dict:
             out["with" if on else "without"].append(peak)
             out["loaded"].append(loaded_rss)
     return out
+
+
+def phase_profiles(rep, ctx: dict, sizes: list[int], reps: int, memory_runs: int) -> None:
+    """Phase 8 of bench/benchmark.py: the rows of issue 22 (the profiles' cost) in its table."""
+    loaded = ctx["loaded"]
+    for size in sizes:
+        r = time_pairs(loaded, size, reps if size < 1024 else max(3, reps // 2))
+        rep.raw[f"profiles.{r['tokens']}"] = r
+        ratio = med(r["ratios"])
+        rep.check("8 profiles", f"{r['tokens']} tokens: an analysis and its JSON (what /analyze computes and returns) "
+                  f"with the head profiles and sentence shares <= {PROFILE_RATIO}x without them",
+                  f"{fmt_s(med(r['with_s']))} vs {fmt_s(med(r['without_s']))}",
+                  f"{ratio:.3f}x (median of {len(r['ratios'])} paired ratios, alternating); CPU time "
+                  f"{med(r['cpu_ratios']):.3f}x", ratio <= PROFILE_RATIO)
+    if memory_runs:
+        m = memory(memory_runs)
+        rep.raw["profiles.memory"] = m
+        ratio = med(m["with"]) / med(m["without"])
+        rep.check("8 profiles", f"peak RSS (VmHWM) of fresh processes at {MEMORY_TOKENS} tokens, load + analysis, "
+                  f"with the profiles <= {PROFILE_RATIO}x without", f"{fmt_mb(med(m['with']))} vs "
+                  f"{fmt_mb(med(m['without']))}", f"{ratio:.3f}x (median of {memory_runs} each, interleaved; "
+                  f"loaded {fmt_mb(med(m['loaded']))})", ratio <= PROFILE_RATIO)
 
 
 def main(argv=None) -> int:

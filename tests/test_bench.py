@@ -100,3 +100,15 @@ def test_the_profiles_benchmark_times_both_ways_and_sizes_the_memory(bundled):
                            "--memory-runs", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert "analysis at 37 tokens, with profiles vs without" in proc.stdout, proc.stderr[-3000:]
     assert re.search(r"peak RSS at 2048 tokens, load \+ analysis, with profiles vs without: [\d,.]+ MiB", proc.stdout)
+
+
+def test_the_benchmark_s_profiles_phase_puts_its_target_in_the_table(bundled):
+    """bench/benchmark.py's phase 8: a paired row per size, with issue 22's target."""
+    from bench.common import Report
+    from bench.profiles import phase_profiles
+
+    rep = Report()
+    phase_profiles(rep, {"loaded": bundled}, [37], reps=2, memory_runs=0)
+    (row,) = rep.rows
+    assert row["section"] == "8 profiles" and "<= 1.1x without them" in row["target"]
+    assert row["status"] in ("PASS", "FAIL") and len(rep.raw["profiles.37"]["ratios"]) == 2
