@@ -23,7 +23,7 @@ import attn.compute.cache
 import attn.model.loading
 import attn.model.registry
 from attn.model.loading import LoadedModel
-from helpers import CACHE_DIR, SETTINGS, THIRSTY
+from helpers import CACHE_DIR, SETTINGS, THIRSTY, unavailable
 
 ROOT = Path(__file__).resolve().parents[1]  # on sys.path through pyproject.toml's pythonpath
 
@@ -247,12 +247,6 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
 def browser():
     """Debian's chromium driven by Playwright. Without it the browser tests skip, unless
     ATTN_REQUIRE_BROWSER=1 (as in CI) makes that a failure."""
-
-    def unavailable(reason: str):
-        if os.environ.get("ATTN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"ATTN_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -8,10 +8,16 @@ Fixtures live in conftest.py; this module holds plain functions and classes, imp
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import re
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -205,3 +211,38 @@ def made_up(tokens: list[str], *, seed: int = 0) -> Analysis:
         next_token=" next", next_token_id=1, top_k=[TokenProb(" next", 1, 0.5)],
         layer_types=["global", "global"], sliding_window=None, num_heads=2, last_row=weights, full=None,
     )
+
+
+def unavailable(reason: str) -> None:
+    """What the browser tests need is missing: they skip, saying why, unless
+    ATTN_REQUIRE_BROWSER=1 (as in CI) makes that a failure."""
+    import pytest
+
+    if os.environ.get("ATTN_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"ATTN_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# ---- another site ----------------------------------------------------------------------------
+
+
+@contextmanager
+def another_site(body: str) -> Iterator[str]:
+    """A page with `body` (an iframe of the app, as a course page embeds it) served from
+    another origin, by an http.server of its own: yields its address."""
+    folder = Path(tempfile.mkdtemp(prefix="attn-site-"))
+    (folder / "index.html").write_text(f"<!doctype html><meta charset=utf-8>{body}", encoding="utf-8")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

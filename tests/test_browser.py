@@ -12,13 +12,11 @@ overrides the folder).
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import os
 import re
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -423,25 +421,11 @@ def test_a_deep_link_carries_the_measure(page, app):
 @pytest.fixture
 def host_page_url(app):
     """A page on another origin (its own http.server) that embeds the app in an iframe."""
-    folder = Path(tempfile.mkdtemp(prefix="attn-iframe-"))
-    (folder / "index.html").write_text(
-        "<!doctype html><meta charset=utf-8><title>Embedding page</title><h1>Embedded demo</h1>"
-        f'<iframe id="app-frame" src="{app.url}" width="1300" height="2400" style="border:1px solid #999">'
-        "</iframe>",
-        encoding="utf-8",
-    )
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with helpers.another_site(
+            "<title>Embedding page</title><h1>Embedded demo</h1>"
+            f'<iframe id="app-frame" src="{app.url}" width="1300" height="2400" style="border:1px solid #999">'
+            "</iframe>") as url:
+        yield url
 
 
 def test_app_renders_inside_an_iframe(page, app, host_page_url):

@@ -5,13 +5,8 @@ with a figure and its computed paragraph, also embedded in another site's iframe
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import re
-import tempfile
-import threading
-from pathlib import Path
 
 import pytest
 
@@ -134,21 +129,11 @@ def test_a_hostile_lesson_name_is_refused_and_the_page_works(page, app):
 @pytest.fixture
 def embedding_site(app):
     """Another origin's page that embeds step 3 of the lesson, as a course page would."""
-    folder = Path(tempfile.mkdtemp(prefix="attn-lesson-embed-"))
-    (folder / "index.html").write_text(
-        "<!doctype html><meta charset=utf-8><title>Course page</title><h1>Week 4: attention</h1>"
-        f'<iframe id="step" title="Lesson step 3" src="{app.url}?lesson=lab&step=3&embed=1" width="1300" '
-        'height="2400"></iframe>', encoding="utf-8")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-    server.server_close()
+    with helpers.another_site(
+            "<title>Course page</title><h1>Week 4: attention</h1>"
+            f'<iframe id="step" title="Lesson step 3" src="{app.url}?lesson=lab&step=3&embed=1" width="1300" '
+            'height="2400"></iframe>') as url:
+        yield url
 
 
 def test_an_embedded_step_works_inside_a_course_page(page, embedding_site):

@@ -535,12 +535,11 @@ def assert_page_inert(page) -> None:
     assert page.dialogs == []
 
 
-def over_limit_toast(page, app, *, opened: bool = False) -> str:
-    """Type a prompt over the limit, press Analyze, and return the error toast's text."""
+def over_limit_toast(page) -> str:
+    """On the open page, type a prompt over the limit, press Analyze, and return the error
+    toast's text."""
     from playwright.sync_api import expect
 
-    if not opened:
-        open_app(page, app)
     page.locator("#prompt textarea").fill(OVER_LIMIT)
     page.click("#analyze")
     toast = page.get_by_test_id("toast-body").first
@@ -554,7 +553,7 @@ def test_page_over_the_limit_says_so_then_analyses_the_next_prompt(page, app):
     open_app(page, app)
     wait_rendered(page)  # the page opens with the first preset drawn
     first_sight = page.locator("#figure img").get_attribute("src")
-    over_limit_toast(page, app, opened=True)
+    over_limit_toast(page)
     expect(page.locator("#prompt-note")).to_contain_text("The views below still show the last analysis.", timeout=T)
     assert page.locator("#figure img").get_attribute("src") == first_sight  # nothing drawn for the refused prompt
     good = "After the long one, a short prompt about the"
@@ -566,7 +565,8 @@ def test_page_over_the_limit_says_so_then_analyses_the_next_prompt(page, app):
 
 
 def test_page_over_the_limit_toast_names_the_limit(page, app):
-    text = over_limit_toast(page, app)
+    open_app(page, app)
+    text = over_limit_toast(page)
     assert "the limit is 2,048 tokens" in text, text
 
 

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -230,7 +231,10 @@ def test_a_visitor_in_the_queue_does_not_hold_up_another_on_a_different_prompt(p
     assert [r.visitor for r in sorted(platform.granted(), key=lambda r: r.started)] == ["bo", "ana"]
 
 
-def test_identical_requests_still_make_one_call(page, platform, parked):
+@contextmanager
+def bo_waiting_on_ana(page, platform, parked):
+    """ana's analysis of THIRSTY held in the platform's queue, and bo asking for the same
+    prompt, waiting on ana's call: yields their futures (ana's, bo's)."""
     platform.hold("ana")
     with ThreadPoolExecutor(2) as pool:
         def visit(name):
@@ -241,6 +245,11 @@ def test_identical_requests_still_make_one_call(page, platform, parked):
         wait_until(lambda: platform.queued("ana") == 1, "ana's call in the queue")
         second = pool.submit(visit, "bo")
         assert parked.acquire(timeout=60)  # bo waits on ana's call
+        yield first, second
+
+
+def test_identical_requests_still_make_one_call(page, platform, parked):
+    with bo_waiting_on_ana(page, platform, parked) as (first, second):
         platform.let_go("ana")
         assert first.result(timeout=120) is second.result(timeout=120)
     assert len(platform.requests) == 1
@@ -294,16 +303,7 @@ def test_the_refusal_offers_the_same_prompt_on_the_smaller_model(page, platform)
 def test_a_refusal_is_never_handed_to_a_visitor_waiting_on_the_same_prompt(page, platform, parked):
     """ana's call sits in the queue; bo asks for the same prompt and waits on it; no GPU frees
     for ana within the queue's time. bo then tries for himself, and gets his analysis."""
-    platform.hold("ana")
-    with ThreadPoolExecutor(2) as pool:
-        def visit(name):
-            with platform.visitor(name):
-                return page.engine.analyze(THIRSTY, HUB_MODEL)
-
-        first = pool.submit(visit, "ana")
-        wait_until(lambda: platform.queued("ana") == 1, "ana's call in the queue")
-        second = pool.submit(visit, "bo")
-        assert parked.acquire(timeout=60)  # bo waits on ana's call
+    with bo_waiting_on_ana(page, platform, parked) as (first, second):
         platform.time_out("ana")
         with pytest.raises(GpuRefusedError, match="No GPU was available after 60s") as info:
             first.result(timeout=120)
