@@ -39,9 +39,10 @@ interleaved with it where possible, and each figure is a median over repeats.
 7. Generation and comparison (bench/generation.py), in this process: 16 generated tokens
    with every step's attention vs model.generate alone (target <= 1.5x), and a comparison
    of two new prompts vs one bare forward of the longer one (target <= 2.2x).
-8. Profiles (bench/profiles.py), in this process: an analysis and its JSON with the head
-   profiles and sentence shares vs without them, paired and alternating, at 37 and 2048
-   tokens (target <= 1.1x); --full adds peak RSS of fresh processes at 2048 tokens with and
+8. Profiles (bench/profiles.py), in this process: /analyze as the server runs it (the page's
+   Api.analyze, new prompts) and an analysis and its JSON, with the head profiles and
+   sentence shares vs without them, paired and alternating, at 37 and 2048 tokens (target
+   <= 1.1x); --full adds peak RSS of fresh processes at 2048 tokens with and
    without them (target <= 1.1x).
 
 The model is loaded once here through the app's own engine (whose loader is

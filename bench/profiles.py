@@ -25,7 +25,7 @@ if not __package__:  # run as `python bench/profiles.py`: import from the reposi
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.common import BUNDLED, ROOT, fmt_mb, fmt_s, med, now, peak_rss, quiet_env
-from bench.prompts import ARTIST, n_tokens, sized_prompt
+from bench.prompts import ARTIST, artist_variants, n_tokens, sized_prompt
 
 PROFILE_RATIO = 1.1
 MEMORY_TOKENS = 2048
@@ -70,6 +70,36 @@ def time_pairs(loaded, size: int, reps: int) -> dict:
     return out
 
 
+def api_pairs(page, tokenizer, reps: int) -> dict:
+    """/analyze as the server runs it (Api.analyze in this process: the engine, its cache and
+    the JSON; the HTTP around it is the same either way), on new prompts of the artist
+    passage's length, with the profiles against without them (the engine's forward pass
+    called with with_profiles=False), paired, alternating."""
+    import functools
+
+    import attn.compute.forward as passes
+
+    whole = passes.forward
+    prompts = artist_variants(tokenizer)
+    out = {"with_s": [], "without_s": [], "ratios": []}
+    for i in range(reps + 1):  # the first pair warms up
+        pair = {}
+        for on in ((True, False) if i % 2 == 0 else (False, True)):
+            passes.forward = whole if on else functools.partial(whole, with_profiles=False)
+            try:
+                t = now()
+                answer = page.api.analyze(next(prompts), BUNDLED)
+                pair[on] = now() - t
+            finally:
+                passes.forward = whole
+            assert (answer["profiles"] is not None) == on, "the profiles were not switched"
+        if i:
+            out["with_s"].append(pair[True])
+            out["without_s"].append(pair[False])
+            out["ratios"].append(pair[True] / pair[False])
+    return out
+
+
 def memory_child(with_profiles: bool) -> None:
     """A fresh process: load, warm up, then one analysis at 2048 tokens; prints peak RSS in bytes."""
     from attn.compute.encode import encode
@@ -99,6 +129,15 @@ def memory(runs: int) -> dict:
 def phase_profiles(rep, ctx: dict, sizes: list[int], reps: int, memory_runs: int) -> None:
     """Phase 8 of bench/benchmark.py: the rows of issue 22 (the profiles' cost) in its table."""
     loaded = ctx["loaded"]
+    if "page" in ctx:
+        r = api_pairs(ctx["page"], loaded.tokenizer, reps)
+        rep.raw["profiles.api"] = r
+        ratio = med(r["ratios"])
+        tokens = n_tokens(loaded.tokenizer, ARTIST)
+        rep.check("8 profiles", f"{tokens} tokens: /analyze as the server runs it (Api.analyze in process, new "
+                  f"prompts) with the head profiles and sentence shares <= {PROFILE_RATIO}x without",
+                  f"{fmt_s(med(r['with_s']))} vs {fmt_s(med(r['without_s']))}",
+                  f"{ratio:.3f}x (median of {len(r['ratios'])} paired ratios, alternating)", ratio <= PROFILE_RATIO)
     for size in sizes:
         r = time_pairs(loaded, size, reps if size < 1024 else max(3, reps // 2))
         rep.raw[f"profiles.{r['tokens']}"] = r

@@ -21,7 +21,7 @@ from attn.compute.jobs import Work
 from bench.gpu import GEMMA_3_1B, GEMMA_3_1B_PARAMS, TINY, build_checkpoint, tokenizer_dir
 from bench.prompts import ARTIST
 from conftest import ROOT
-from helpers import SETTINGS
+from helpers import SETTINGS, engine_with
 
 
 def test_the_sizing_model_has_gemma_3_1b_s_published_size_and_layer_pattern():
@@ -112,3 +112,19 @@ def test_the_benchmark_s_profiles_phase_puts_its_target_in_the_table(bundled):
     (row,) = rep.rows
     assert row["section"] == "8 profiles" and "<= 1.1x without them" in row["target"]
     assert row["status"] in ("PASS", "FAIL") and len(rep.raw["profiles.37"]["ratios"]) == 2
+
+
+@pytest.mark.app
+def test_the_profiles_phase_times_the_analyze_endpoint_with_and_without_them(bundled):
+    """Phase 8's /analyze row: Api.analyze on new prompts, the profiles switched off for one side
+    of each pair (api_pairs checks each answer has them or not)."""
+    import app
+    from bench.common import Report
+    from bench.profiles import phase_profiles
+
+    page = app.create_page(replace(SETTINGS, store_dir=None, prefetch=False), engine=engine_with(bundled))
+    rep = Report()
+    phase_profiles(rep, {"loaded": bundled, "page": page}, [], reps=2, memory_runs=0)
+    (row,) = rep.rows
+    assert "/analyze as the server runs it" in row["target"] and row["status"] in ("PASS", "FAIL")
+    assert len(rep.raw["profiles.api"]["ratios"]) == 2
